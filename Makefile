@@ -1,0 +1,47 @@
+# Fresh machine: `make demo` and `make test` set everything up themselves.
+VENV ?= .venv
+PYTHON ?= python3
+# The CPU build of torch; on a CUDA machine override, e.g. `make install TORCH_SPEC="torch==2.13.0"`
+# with the CUDA index configured in pip.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck pytest demo redis clean bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+redis:
+	@bash scripts/ensure-redis.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install redis
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+demo: install
+	$(BIN)/ldensf data generate shallow-water --n-traj 4 --n-steps 400 --out demo_out/sw_small.zarr --overwrite
+	$(BIN)/ldensf data validate demo_out/sw_small.zarr
+	$(BIN)/ldensf data show demo_out/sw_small.zarr --out demo_out/sw_small.png
+	@echo "demo: dataset in demo_out/sw_small.zarr, snapshots in demo_out/sw_small.png"
+
+bench: install
+	$(BIN)/ldensf bench sim
+	$(BIN)/ldensf bench filters
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
