@@ -52,3 +52,15 @@ def test_encoder_step_matches_sequence() -> None:
         s_t, u_t, h, c = enc.step(y[:, t], h, c)
         torch.testing.assert_close(s_t, s_seq[:, t])
         torch.testing.assert_close(u_t, u_seq[:, t])
+
+
+def test_checkpoint_rebuilds_the_exact_model(tmp_path) -> None:
+    from models.checkpoint import load_model, save_checkpoint
+
+    net = small_ldnet()
+    save_checkpoint(tmp_path / "ckpt.pt", "ldnet", net, epoch=3)
+    rebuilt, payload = load_model(tmp_path / "ckpt.pt")
+    assert payload["epoch"] == 3
+    u = torch.randn(2, 2)
+    torch.testing.assert_close(rebuilt.rollout(u, 4), net.rollout(u, 4), rtol=0, atol=0)
+    assert not list(tmp_path.glob("*.tmp"))
