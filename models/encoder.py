@@ -49,6 +49,10 @@ class ObservationEncoder(nn.Module):
         )
         self.head = nn.Linear(config.hidden, config.latent_dim + config.param_dim)
         glorot_normal_(self.head)
+        # The head predicts standardised targets; these buffers (set from the training latents)
+        # map them back, so step() and the exported graph return latents in the LDNet's own units.
+        self.register_buffer("target_mean", torch.zeros(config.latent_dim + config.param_dim))
+        self.register_buffer("target_std", torch.ones(config.latent_dim + config.param_dim))
 
     def initial_state(
         self, batch: int, device: torch.device | None = None
@@ -56,8 +60,17 @@ class ObservationEncoder(nn.Module):
         shape = (self.config.layers, batch, self.config.hidden)
         return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
+    def set_target_scale(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.target_mean.copy_(mean)  # type: ignore[operator]
+        self.target_std.copy_(std.clamp_min(1e-6))  # type: ignore[operator]
+
+    def standardised(self, y: torch.Tensor) -> torch.Tensor:
+        """Standardised (s, u) predictions for whole sequences y[B, T, d_y]: the training target."""
+        out, _ = self.lstm(y)
+        return self.head(out)
+
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.head(out)
+        z = self.head(out) * self.target_std + self.target_mean
         return z[..., : self.config.latent_dim], z[..., self.config.latent_dim :]
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,186 @@
+"""A small, generic training loop: Adam + StepLR, validation every epoch, a progress bar with the
+current losses, atomic checkpoints that carry the full config, ``resume``, deterministic seeds,
+a JSON-lines metrics file and a loss-curve PNG.
+
+A *task* (LDNet stage 1 or 2, encoder, ...) supplies the model, its batches, its loss and its
+validation metrics; the loop is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from models.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 100
+    lr: float = 1e-3
+    step_lr_gamma: float = 0.6
+    step_lr_size: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0 (got {self.epochs})")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive (got {self.lr})")
+        if not 0 < self.step_lr_gamma <= 1:
+            raise ValueError(f"step_lr_gamma must be in (0, 1] (got {self.step_lr_gamma})")
+        if self.step_lr_size < 1:
+            raise ValueError(f"step_lr_size must be >= 1 (got {self.step_lr_size})")
+
+
+class Task(Protocol):
+    kind: str
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]: ...
+
+    def batches(self, generator: torch.Generator) -> Iterator[Any]: ...
+
+    def loss(self, batch: Any) -> torch.Tensor: ...
+
+    def validate(self) -> dict[str, float]: ...
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def fit(
+    task: Task,
+    optim: OptimConfig,
+    out_dir: Path,
+    *,
+    stage: str,
+    seed: int,
+    extra: dict[str, Any],
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train ``task`` for ``optim.epochs`` epochs; returns the last validation metrics.
+
+    With ``resume``, a checkpoint of the same ``stage`` continues where it stopped (model, optimizer,
+    scheduler and RNG states); deciding whether a whole stage is already done is the caller's job.
+    Writes ``out_dir/checkpoint.pt`` after every epoch and ``out_dir/metrics.jsonl`` (one line per
+    epoch: stage, epoch, train loss, validation metrics, learning rate).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "checkpoint.pt"
+    metrics_path = out_dir / "metrics.jsonl"
+    generator = seed_everything(seed)
+    params = list(task.trainable_parameters())
+    optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=optim.step_lr_size, gamma=optim.step_lr_gamma
+    )
+    start_epoch = 0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        if state.get("stage") == stage and "optimizer" in state:
+            task.model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch = int(state["epoch"])
+    last_metrics: dict[str, float] = {}
+    bar = tqdm(
+        range(start_epoch, optim.epochs), desc=f"{task.kind}:{stage}", disable=not progress, unit="epoch"
+    )
+    for epoch in bar:
+        task.model.train()
+        total, count = 0.0, 0
+        for batch in task.batches(generator):
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{task.kind}:{stage} epoch {epoch + 1}: the loss became {loss.item()}; "
+                    "lower the learning rate or check the data"
+                )
+            loss.backward()
+            if optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(params, optim.grad_clip)
+            optimizer.step()
+            total += loss.item()
+            count += 1
+        scheduler.step()
+        task.model.eval()
+        with torch.no_grad():
+            last_metrics = task.validate()
+        record = {
+            "stage": stage,
+            "epoch": epoch + 1,
+            "train_loss": total / max(count, 1),
+            **last_metrics,
+            "lr": scheduler.get_last_lr()[0],
+        }
+        with metrics_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("stage", "epoch", "lr")})
+        save_checkpoint(
+            ckpt_path,
+            task.kind,
+            task.model,
+            stage=stage,
+            epoch=epoch + 1,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            generator=generator.get_state(),
+            torch_rng=torch.get_rng_state(),
+            **extra,
+        )
+    return last_metrics
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_loss_curve(metrics_path: Path, out_png: Path) -> None:
+    """Train loss and every validation metric against the epoch, one line per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_path)
+    if not records:
+        return
+    keys = [k for k in records[0] if k not in ("stage", "epoch", "lr")]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    offset = 0
+    for stage in dict.fromkeys(r["stage"] for r in records):
+        rows = [r for r in records if r["stage"] == stage]
+        epochs = [offset + r["epoch"] for r in rows]
+        for key in keys:
+            values = [r.get(key) for r in rows]
+            if all(isinstance(v, int | float) for v in values):
+                ax.semilogy(epochs, values, label=f"{stage}: {key}")
+        offset = epochs[-1]
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss / error")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
