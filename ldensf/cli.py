@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ldensf.commands import bench, data, experiment
+from ldensf.commands import bench, data, experiment, train
 
 app = typer.Typer(
     name="ldensf",
@@ -16,6 +16,8 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(bench.app, name="bench")
 app.add_typer(experiment.app, name="experiment")
+app.add_typer(train.app, name="train")
+app.command("calibrate")(train.calibrate_command)
 
 
 @app.command()

@@ -57,12 +57,19 @@ def grid_points(ds: xr.Dataset) -> np.ndarray:
 
 
 def normalisation_from_dataset(ds: xr.Dataset) -> Normalisation:
+    """Channel statistics of the training split; parameters scaled by their prior bounds when the
+    dataset has them (the service's prior is those bounds), else by the training min and max."""
     points = grid_points(ds)
+    lower, upper = (
+        ("parameter_lower", "parameter_upper")
+        if "parameter_lower" in ds
+        else ("parameter_min", "parameter_max")
+    )
     return Normalisation(
         state_mean=np.asarray(ds["state_mean"].values, dtype=np.float64),
         state_std=np.asarray(ds["state_std"].values, dtype=np.float64),
-        param_min=np.asarray(ds["parameter_min"].values, dtype=np.float64),
-        param_max=np.asarray(ds["parameter_max"].values, dtype=np.float64),
+        param_min=np.asarray(ds[lower].values, dtype=np.float64),
+        param_max=np.asarray(ds[upper].values, dtype=np.float64),
         coord_min=points.min(axis=0),
         coord_max=points.max(axis=0),
     )
@@ -80,9 +87,12 @@ class FieldSplit:
     def n_traj(self) -> int:
         return int(self.fields.shape[0])
 
+    def to(self, device: torch.device | str) -> FieldSplit:
+        return FieldSplit(self.fields.to(device), self.params.to(device), self.coords.to(device))
+
 
 def load_split(ds: xr.Dataset, split: str, norm: Normalisation) -> FieldSplit:
-    index = np.flatnonzero(ds["split"].values == split)
+    index = np.flatnonzero(np.asarray(ds["split"].values).astype(str) == split)
     if index.size == 0:
         raise ValueError(f"the dataset has no trajectories in the {split!r} split")
     state = ds["state"].isel(trajectory=index).values  # (n, T, C, y, x)

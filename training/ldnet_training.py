@@ -112,7 +112,7 @@ class LDNetTask:
         else:
             s = self.model.rollout(u, t)
         k = min(self.config.points_per_frame, p)
-        index = torch.randint(p, (b, t, k))
+        index = torch.randint(p, (b, t, k), device=fields.device)
         target = torch.gather(fields, 2, index.unsqueeze(-1).expand(-1, -1, -1, c))
         xi = self.train.coords[index]  # (b, t, k, d_xi)
         prediction = self.model.reconstruct(s.reshape(b * t, -1), xi.reshape(b * t, k, -1))

@@ -1,0 +1,212 @@
+"""What ``ldensf train`` and ``ldensf calibrate`` do, on a dataset and a run directory.
+
+Run directory layout::
+
+    RUN_DIR/ldnet/    checkpoint.pt  metrics.jsonl  loss_curve.png  test_metrics.json
+    RUN_DIR/encoder/  checkpoint.pt  metrics.jsonl  loss_curve.png  test_metrics.json
+    RUN_DIR/calibration.json
+
+Every checkpoint carries what export needs: the problem, the normalisation constants, the
+metadata of the bundle manifest (channels, parameters, sensors, domain, time step) and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from models.checkpoint import load_model, save_checkpoint
+from models.encoder import ObservationEncoder
+from models.ldnet import LDNet
+from sim.dataset import DatasetError, open_dataset, validate_dataset
+from training.data import FieldSplit, Normalisation, load_split, normalisation_from_dataset
+from training.encoder_training import (
+    encoder_targets,
+    relative_error,
+    sensor_indices,
+    sensor_sequences,
+    train_encoder,
+)
+from training.ldnet_training import LDNetTask, train_ldnet
+from training.run_config import RunConfig, load_run_config
+from training.trainer import plot_loss_curve
+
+
+class PipelineError(RuntimeError):
+    """A run directory, dataset or config that cannot be used, with what to do about it."""
+
+
+def open_training_dataset(path: Path, config: RunConfig) -> xr.Dataset:
+    try:
+        ds = open_dataset(path)
+    except DatasetError as err:
+        raise PipelineError(str(err)) from None
+    problems = validate_dataset(ds, source=str(path), check_values=False)
+    if problems:
+        raise PipelineError(f"{path} fails validation:\n  - " + "\n  - ".join(problems))
+    if ds.attrs.get("problem", config.problem) != config.problem:
+        raise PipelineError(
+            f"the config is for {config.problem!r} but {path} holds {ds.attrs['problem']!r} data; "
+            f"use a training/configs/{ds.attrs['problem'].split('-')[0]}*.toml config"
+        )
+    if "y" not in ds.dims or ds.sizes["y"] != ds.sizes["x"]:
+        raise PipelineError(f"{path}: LDNet training needs square gridded states (channel, y, x)")
+    return ds
+
+
+def dataset_metadata(ds: xr.Dataset, sensors_per_side: int) -> dict[str, Any]:
+    """The manifest's description of the problem: channels, parameters, sensors, domain, time."""
+    x, y = ds["x"].values, ds["y"].values
+    sensors = sensor_indices(len(x), sensors_per_side)
+    iy, ix = np.divmod(sensors, len(x))
+    channels = [str(c) for c in ds["channel"].values]
+    times = ds["time"].values.astype(float)
+    return {
+        "channels": channels,
+        "channel_units": [str(u) for u in ds["channel_units"].values],
+        "parameters": [str(p) for p in ds["param"].values],
+        "parameter_units": [str(u) for u in ds["parameter_units"].values],
+        "parameter_bounds": np.stack(
+            [ds["parameter_lower"].values, ds["parameter_upper"].values], -1
+        ).tolist(),
+        "sensor_coordinates": np.stack([x[ix], y[iy]], axis=-1).tolist(),
+        "sensor_grid_indices": sensors.tolist(),
+        "sensor_channels": channels,
+        "observation_layout": "channel-major: all sensors of channels[0], then channels[1], ...",
+        "domain": {"x": [float(x.min()), float(x.max())], "y": [float(y.min()), float(y.max())]},
+        "grid": {"x": x.tolist(), "y": y.tolist()},
+        "time_per_step_s": float(times[1] - times[0]) if len(times) > 1 else 0.0,
+        "n_frames": len(times),
+        "space_units": str(ds["x"].attrs.get("units", "")),
+    }
+
+
+def normalisation_payload(norm: Normalisation, n_sensors: int) -> dict[str, list[float]]:
+    payload = norm.to_dict()
+    payload["obs_mean"] = np.repeat(norm.state_mean, n_sensors).tolist()
+    payload["obs_std"] = np.repeat(norm.state_std, n_sensors).tolist()
+    return payload
+
+
+def _prepare_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    if (out_dir / "checkpoint.pt").exists() and not (resume or overwrite):
+        raise PipelineError(
+            f"{out_dir} already holds a checkpoint; pass --resume to continue it or --overwrite"
+        )
+    if overwrite and out_dir.exists():
+        shutil.rmtree(out_dir)
+
+
+def _finish(out_dir: Path, model: torch.nn.Module, kind: str, test_metrics: dict[str, float]) -> None:
+    """Store test metrics in the checkpoint and beside it, and draw the loss curve."""
+    _, payload = load_model(out_dir / "checkpoint.pt")
+    extra = {
+        k: v for k, v in payload.items() if k not in ("kind", "model_config", "state_dict", "format_version")
+    }
+    extra["metrics"] = {**extra.get("metrics", {}), **test_metrics}
+    save_checkpoint(out_dir / "checkpoint.pt", kind, model, **extra)
+    (out_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
+    plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss_curve.png")
+
+
+def run_train_ldnet(
+    config_path: Path, data_path: Path, run_dir: Path, *, resume: bool, overwrite: bool, device: str
+) -> dict[str, float]:
+    config = load_run_config(config_path)
+    ds = open_training_dataset(data_path, config)
+    out_dir = run_dir / "ldnet"
+    _prepare_out(out_dir, resume, overwrite)
+    norm = normalisation_from_dataset(ds)
+    train, val, test = (load_split(ds, s, norm).to(device) for s in ("train", "val", "test"))
+    n_sensors = config.encoder.sensors_per_side**2
+    extra = {
+        "problem": config.problem,
+        "normalisation": normalisation_payload(norm, n_sensors),
+        "metadata": dataset_metadata(ds, config.encoder.sensors_per_side),
+        "dataset": {"path": str(data_path.resolve()), "attrs": {k: str(v) for k, v in ds.attrs.items()}},
+        "config_file": str(config_path),
+    }
+    model = train_ldnet(train, val, norm, config.ldnet, out_dir, extra, resume=resume)
+    model.eval()
+    with torch.no_grad():
+        task = LDNetTask(model, train, val, norm, config.ldnet, stage="joint")
+        metrics = {"ldnet_test_rel_rmse": task.evaluate(test), "ldnet_val_rel_rmse": task.evaluate(val)}
+    _finish(out_dir, model.cpu(), "ldnet", metrics)
+    return metrics
+
+
+def load_ldnet(run_dir: Path) -> tuple[LDNet, dict[str, Any]]:
+    path = run_dir / "ldnet" / "checkpoint.pt"
+    if not path.exists():
+        raise PipelineError(
+            f"{path} does not exist: train the LDNet first (`ldensf train ldnet --out {run_dir}`)"
+        )
+    model, payload = load_model(path)
+    assert isinstance(model, LDNet)
+    return model, payload
+
+
+def run_train_encoder(
+    config_path: Path, data_path: Path, run_dir: Path, *, resume: bool, overwrite: bool, device: str
+) -> dict[str, float]:
+    config = load_run_config(config_path)
+    ds = open_training_dataset(data_path, config)
+    ldnet, ldnet_payload = load_ldnet(run_dir)
+    out_dir = run_dir / "encoder"
+    _prepare_out(out_dir, resume, overwrite)
+    norm = Normalisation.from_dict(ldnet_payload["normalisation"])
+    train, val, test = (load_split(ds, s, norm).to(device) for s in ("train", "val", "test"))
+    extra = {k: ldnet_payload[k] for k in ("problem", "normalisation", "metadata", "dataset")}
+    encoder = train_encoder(
+        ldnet.to(device), train, val, ds.sizes["x"], config.encoder, out_dir, extra, resume=resume
+    )
+    metrics = encoder_test_metrics(encoder, ldnet, test, ds.sizes["x"], config.encoder.sensors_per_side)
+    _finish(out_dir, encoder.cpu(), "encoder", metrics)
+    return metrics
+
+
+def encoder_test_metrics(
+    encoder: ObservationEncoder, ldnet: LDNet, split: FieldSplit, grid_n: int, sensors_per_side: int
+) -> dict[str, float]:
+    encoder.eval()
+    with torch.no_grad():
+        y = sensor_sequences(split, sensor_indices(grid_n, sensors_per_side))
+        s_hat, u_hat = encoder(y)
+        truth = encoder_targets(ldnet, split)
+        d_s = ldnet.config.latent_dim
+        return {
+            "encoder_test_rel_error": relative_error(torch.cat([s_hat, u_hat], -1), truth),
+            "encoder_test_latent_rel_error": relative_error(s_hat, truth[..., :d_s]),
+            "encoder_test_param_rel_error": relative_error(u_hat, truth[..., d_s:]),
+        }
+
+
+def run_calibrate(run_dir: Path, data_path: Path | None, levels: tuple[float, ...], repeats: int) -> Path:
+    """Encode noisy validation sequences at each level and write RUN_DIR/calibration.json."""
+    from training.calibration import calibrate, calibration_inputs, write_calibration
+
+    ldnet, payload = load_ldnet(run_dir)
+    enc_path = run_dir / "encoder" / "checkpoint.pt"
+    if not enc_path.exists():
+        raise PipelineError(f"{enc_path} does not exist: train the encoder first (`ldensf train encoder`)")
+    encoder, enc_payload = load_model(enc_path)
+    assert isinstance(encoder, ObservationEncoder)
+    path = data_path or Path(payload["dataset"]["path"])
+    try:
+        ds = open_dataset(path)
+    except DatasetError as err:
+        raise PipelineError(f"{err}; pass --data PATH to the dataset the run was trained on") from None
+    norm = Normalisation.from_dict(payload["normalisation"])
+    val = load_split(ds, "val", norm)
+    y = sensor_sequences(val, np.asarray(enc_payload["sensor_indices"]))
+    truth = calibration_inputs(ldnet, y, val.params)
+    table = calibrate(encoder, y, truth, levels=levels, repeats=repeats)
+    out = run_dir / "calibration.json"
+    write_calibration(table, out)
+    return out
