@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ldensf.commands import bench, data, experiment, train
+from ldensf.commands import bench, bundle, data, experiment, export, train
 
 app = typer.Typer(
     name="ldensf",
@@ -18,6 +18,8 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(experiment.app, name="experiment")
 app.add_typer(train.app, name="train")
 app.command("calibrate")(train.calibrate_command)
+app.command("export")(export.export_command)
+app.add_typer(bundle.app, name="bundle")
 
 
 @app.command()

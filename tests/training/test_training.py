@@ -172,3 +172,23 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path: Path) -> None:
     good.write_text("points_per_frame = 100\n[model]\nlatent_dim = 4\n[joint]\nepochs = 3\n")
     cfg = load_toml(good, LDNetTrainConfig)
     assert cfg.model.latent_dim == 4 and cfg.joint.epochs == 3 and math.isclose(cfg.joint.lr, 1e-3)
+
+
+def test_calibration_table_interpolates_between_levels_and_measures_noise(tmp_path: Path) -> None:
+    from models.encoder import EncoderConfig, ObservationEncoder
+    from training.calibration import CalibrationTable, calibrate
+
+    table = CalibrationTable([0.0, 0.1, 0.2], [[0.0, 1.0], [1.0, 3.0], [2.0, 5.0]], 4, 2)
+    np.testing.assert_allclose(table.at(0.05), [0.5, 2.0])
+    np.testing.assert_allclose(table.at(0.5), [2.0, 5.0])  # held constant past the last level
+    assert CalibrationTable.from_json(table.to_json()) == table
+
+    torch.manual_seed(0)
+    encoder = ObservationEncoder(EncoderConfig(obs_dim=5, latent_dim=2, param_dim=1, hidden=8, layers=1))
+    y = torch.randn(6, 4, 5)
+    with torch.no_grad():
+        s, u = encoder(y)
+    truth = torch.cat([s, u], dim=-1)
+    measured = calibrate(encoder, y, truth, levels=(0.0, 0.1, 1.0), repeats=2)
+    assert measured.latent_std[0] == pytest.approx([0.0] * 3, abs=1e-6)  # exact encoder, no noise
+    assert all(a < b for a, b in zip(measured.latent_std[1], measured.latent_std[2], strict=True))

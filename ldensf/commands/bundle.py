@@ -1,0 +1,41 @@
+"""``ldensf bundle ...``: look at and check exported model bundles (docs/bundle-format.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from models.bundle import Manifest
+
+app = typer.Typer(help="Check exported model bundles.", no_args_is_help=True)
+
+
+def describe(manifest: Manifest) -> str:
+    """One line: what the bundle is, its dimensions and the size of each graph."""
+    sizes = ", ".join(f"{name} {entry.bytes / 1024:.0f} KiB" for name, entry in manifest.files.items())
+    total = sum(entry.bytes for entry in manifest.files.values()) / 1024**2
+    return (
+        f"bundle {manifest.name!r} version {manifest.version} ({manifest.problem}): "
+        f"d_s={manifest.d_s}, d_u={manifest.d_u}, d_y={manifest.d_y}, "
+        f"{len(manifest.channels)} channels, {len(manifest.sensor_coordinates)} sensors; "
+        f"{sizes} ({total:.2f} MiB in all)"
+    )
+
+
+@app.command("check")
+def check_command(
+    path: Annotated[Path, typer.Argument(help="Bundle directory (holds manifest.json and the .onnx files).")],
+) -> None:
+    """Verify hashes, manifest fields, graph shapes and an onnxruntime smoke run (no torch needed)."""
+    from models.bundle import check_bundle, read_manifest
+
+    problems = check_bundle(path)
+    if problems:
+        typer.echo(f"FAILED: {path} has {len(problems)} problem(s):", err=True)
+        for problem in problems:
+            typer.echo(f"  - {problem}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"OK: {path}: {describe(read_manifest(path))}")
