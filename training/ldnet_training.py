@@ -45,10 +45,15 @@ class LDNetTrainConfig:
     reconstruction: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=0))
     batch_size: int = 2
     points_per_frame: int = 5000
+    frames_per_trajectory: int = 0
+    """Random frames of each trajectory in the loss per step (0: all frames, as in the paper);
+    the rollout always runs over the whole trajectory, so this only thins the reconstruction."""
     val_points: int = 4096
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.frames_per_trajectory < 0:
+            raise ValueError(f"frames_per_trajectory must be >= 0 (got {self.frames_per_trajectory})")
         for name in ("batch_size", "points_per_frame", "val_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
@@ -111,6 +116,13 @@ class LDNetTask:
                 s = self.model.rollout(u, t)
         else:
             s = self.model.rollout(u, t)
+        if 0 < self.config.frames_per_trajectory < t:
+            frames = torch.rand(b, t, device=fields.device).argsort(dim=1)[
+                :, : self.config.frames_per_trajectory
+            ]
+            fields = torch.gather(fields, 1, frames[..., None, None].expand(-1, -1, p, c))
+            s = torch.gather(s, 1, frames[..., None].expand(-1, -1, s.shape[-1]))
+            t = frames.shape[1]
         k = min(self.config.points_per_frame, p)
         index = torch.randint(p, (b, t, k), device=fields.device)
         target = torch.gather(fields, 2, index.unsqueeze(-1).expand(-1, -1, -1, c))

@@ -67,10 +67,11 @@ def tiny_config(joint_epochs: int = 60, recon_epochs: int = 0) -> LDNetTrainConf
     )
 
 
-def test_ldnet_training_lowers_the_loss_fivefold(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+@pytest.mark.parametrize("frames_per_trajectory", [0, 3])
+def test_ldnet_training_lowers_the_loss_fivefold(tmp_path: Path, frames_per_trajectory: int) -> None:
     train, val = travelling_bumps(16, 6, seed=0), travelling_bumps(4, 6, seed=1)
-    train_ldnet(train, val, unit_norm(), tiny_config(), tmp_path, extra={}, progress=False)
+    config = replace(tiny_config(), frames_per_trajectory=frames_per_trajectory)
+    train_ldnet(train, val, unit_norm(), config, tmp_path, extra={}, progress=False)
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert len(records) == 60
     assert records[-1]["train_loss"] < records[0]["train_loss"] / 5
@@ -124,7 +125,6 @@ def test_resume_continues_to_the_same_weights(tmp_path: Path) -> None:
 
 
 def test_encoder_learns_latents_and_parameters(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     train, val = travelling_bumps(24, 6, seed=0), travelling_bumps(6, 6, seed=1)
     ldnet = train_ldnet(
         train, val, unit_norm(), tiny_config(joint_epochs=5), tmp_path / "ldnet", {}, progress=False
