@@ -23,6 +23,7 @@ from torch import nn
 
 from models.encoder import EncoderConfig, ObservationEncoder
 from models.ldnet import LDNet, LDNetConfig
+from models.vae import CoupledVAE, VAEConfig
 
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -30,6 +31,7 @@ CHECKPOINT_FORMAT_VERSION = 1
 MODEL_KINDS: dict[str, tuple[type[Any], Callable[[Any], nn.Module]]] = {
     "ldnet": (LDNetConfig, LDNet),
     "encoder": (EncoderConfig, ObservationEncoder),
+    "vae": (VAEConfig, CoupledVAE),
 }
 
 

@@ -4,6 +4,7 @@ Run directory layout::
 
     RUN_DIR/ldnet/    checkpoint.pt  metrics.jsonl  loss_curve.png  test_metrics.json
     RUN_DIR/encoder/  checkpoint.pt  metrics.jsonl  loss_curve.png  test_metrics.json
+    RUN_DIR/vae/      checkpoint.pt  metrics.jsonl  loss_curve.png  test_metrics.json  (baseline)
     RUN_DIR/calibration.json
 
 Every checkpoint carries what export needs: the problem, the normalisation constants, the
@@ -138,6 +139,34 @@ def run_train_ldnet(
         task = LDNetTask(model, train, val, norm, config.ldnet, stage="joint")
         metrics = {"ldnet_test_rel_rmse": task.evaluate(test), "ldnet_val_rel_rmse": task.evaluate(val)}
     _finish(out_dir, model.cpu(), "ldnet", metrics)
+    return metrics
+
+
+def run_train_vae(
+    config_path: Path, data_path: Path, run_dir: Path, *, resume: bool, overwrite: bool, device: str
+) -> dict[str, float]:
+    """The coupled VAE of Latent-EnSF on the same dataset and normalisation as the LDNet."""
+    from training.vae_training import train_vae, vae_test_errors
+
+    config = load_run_config(config_path)
+    ds = open_training_dataset(data_path, config)
+    out_dir = run_dir / "vae"
+    _prepare_out(out_dir, resume, overwrite)
+    norm = normalisation_from_dataset(ds)
+    train, val, test = (load_split(ds, s, norm).to(device) for s in ("train", "val", "test"))
+    extra = {
+        "problem": config.problem,
+        "normalisation": normalisation_payload(norm, config.vae.sensors_per_side**2),
+        "metadata": dataset_metadata(ds, config.vae.sensors_per_side),
+        "dataset": {"path": str(data_path.resolve()), "attrs": {k: str(v) for k, v in ds.attrs.items()}},
+    }
+    model = train_vae(train, val, ds.sizes["x"], config.vae, out_dir, extra, resume=resume)
+    errors = vae_test_errors(model, test, ds.sizes["x"], config.vae.sensors_per_side)
+    metrics = {
+        "vae_test_rel_rmse": float(errors["rel_rmse"]),
+        "vae_test_obs_rel_rmse": float(errors["obs_rel_rmse"]),
+    }
+    _finish(out_dir, model.cpu(), "vae", metrics)
     return metrics
 
 

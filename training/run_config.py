@@ -9,6 +9,7 @@ from pathlib import Path
 from training.config import ConfigError, from_dict
 from training.encoder_training import EncoderTrainConfig
 from training.ldnet_training import LDNetTrainConfig
+from training.vae_training import VAETrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -19,6 +20,7 @@ class RunConfig:
     description: str = ""
     ldnet: LDNetTrainConfig = field(default_factory=LDNetTrainConfig)
     encoder: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
+    vae: VAETrainConfig = field(default_factory=VAETrainConfig)
 
 
 def load_run_config(path: str | Path) -> RunConfig:

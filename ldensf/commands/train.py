@@ -31,11 +31,11 @@ def _device(name: str) -> str:
 
 def _run(kind: str, config: Path, data: Path, out: Path, resume: bool, overwrite: bool, device: str) -> None:
     from training.config import ConfigError
-    from training.pipeline import PipelineError, run_train_encoder, run_train_ldnet
+    from training.pipeline import PipelineError, run_train_encoder, run_train_ldnet, run_train_vae
 
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite contradict each other; choose one")
-    runner = {"ldnet": run_train_ldnet, "encoder": run_train_encoder}[kind]
+    runner = {"ldnet": run_train_ldnet, "encoder": run_train_encoder, "vae": run_train_vae}[kind]
     try:
         metrics = runner(config, data, out, resume=resume, overwrite=overwrite, device=_device(device))
     except (ConfigError, PipelineError) as err:
@@ -70,6 +70,19 @@ def train_encoder_command(
 ) -> None:
     """LSTM observation encoder on the LDNet latents of OUT/ldnet, into OUT/encoder."""
     _run("encoder", config, data, out, resume, overwrite, device)
+
+
+@app.command("vae")
+def train_vae_command(
+    config: ConfigOpt,
+    data: DataOpt,
+    out: OutOpt,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Coupled VAE of Latent-EnSF (the baseline) into OUT/vae."""
+    _run("vae", config, data, out, resume, overwrite, device)
 
 
 def calibrate_command(
