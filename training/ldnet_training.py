@@ -167,7 +167,7 @@ def train_ldnet(
         if state.get("stage") == "reconstruction":
             model.load_state_dict(state["state_dict"])
             skip_joint = True
-    payload = {**extra, "train_config": to_dict(config), "normalisation": norm.to_dict()}
+    payload = {"normalisation": norm.to_dict(), **extra, "train_config": to_dict(config)}
     if not skip_joint:
         task = LDNetTask(model, train, val, norm, config, stage="joint")
         fit(
