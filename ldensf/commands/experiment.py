@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="Run twin experiments and write reports.", no_args_is_help=True)
@@ -33,6 +35,9 @@ def l96_command(
     eps_b: float | None = typer.Option(None, help="EnSF: beta2(0)"),
     prior_score: str | None = typer.Option(None, help="EnSF: paired | mixture"),
     damping: bool | None = typer.Option(None, "--damping/--no-damping", help="EnSF: h(t) = 1 - t"),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="write rmse/spread per cycle and the rank histogram here (PNG)"
+    ),
     threads: int = typer.Option(1, help="torch threads (small problems run fastest on one)"),
 ) -> None:
     """Lorenz-96 twin experiment: steady-state analysis rmse and spread, with the settings echoed."""
@@ -102,6 +107,11 @@ def l96_command(
     total = max(sum(counts), 1)
     table.add_row("rank histogram (fraction)", " ".join(f"{c / total:.2f}" for c in counts))
     console.print(table)
+    if plot is not None:
+        from training.experiments.lorenz96 import plot_result
+
+        plot_result(result, str(plot))
+        console.print(f"wrote {plot}")
     if result.diverged:
         raise typer.Exit(code=1)
 

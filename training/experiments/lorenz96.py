@@ -241,3 +241,34 @@ def setup_dict(setup: L96Setup) -> dict[str, object]:
         for key in ("n_steps", "eps_a", "eps_b", "prior_score", "damping", "clip"):
             out[f"ensf.{key}"] = ensf[key]
     return out
+
+
+def plot_result(result: L96Result, out_png: str) -> None:
+    """Analysis rmse and spread per cycle (forecast rmse faint), and the rank histogram."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    setup = result.setup
+    fig, (ax, hist) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    cycles = range(1, len(result.rmse) + 1)
+    ax.plot(cycles, result.rmse_forecast, color="0.7", lw=0.8, label="forecast rmse")
+    ax.plot(cycles, result.rmse, lw=1.0, label="analysis rmse")
+    ax.plot(cycles, result.spread, lw=1.0, label="analysis spread")
+    ax.axvline(setup.burn_in, color="k", ls=":", lw=0.8, label="end of burn-in")
+    if setup.expected_rmse is not None:
+        ax.axhline(setup.expected_rmse, color="C3", ls="--", lw=0.8, label="reference rmse")
+    ax.set_yscale("log")
+    ax.set_xlabel("cycle")
+    ax.set_title(
+        f"Lorenz-96 d={setup.dim}, {setup.method}, N={setup.ensemble_size}: rmse {result.steady_rmse:.3f}"
+    )
+    ax.legend(fontsize=8)
+    counts = result.rank_counts
+    hist.bar(range(len(counts)), counts, width=1.0, color="C0")
+    hist.set_title("rank histogram")
+    hist.set_xlabel("rank of the truth")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
