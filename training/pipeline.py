@@ -26,6 +26,7 @@ from models.checkpoint import load_model, save_checkpoint
 from models.encoder import ObservationEncoder
 from models.ldnet import LDNet
 from sim.dataset import DatasetError, open_dataset, validate_dataset
+from training import distributed
 from training.data import FieldSplit, Normalisation, load_split, normalisation_from_dataset
 from training.encoder_training import (
     encoder_targets,
@@ -100,8 +101,9 @@ def _prepare_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
         raise PipelineError(
             f"{out_dir} already holds a checkpoint; pass --resume to continue it or --overwrite"
         )
-    if overwrite and out_dir.exists():
+    if overwrite and out_dir.exists() and distributed.is_main():
         shutil.rmtree(out_dir)
+    distributed.barrier()
 
 
 def _finish(out_dir: Path, model: torch.nn.Module, kind: str, test_metrics: dict[str, float]) -> None:
@@ -120,6 +122,7 @@ def run_train_ldnet(
     config_path: Path, data_path: Path, run_dir: Path, *, resume: bool, overwrite: bool, device: str
 ) -> dict[str, float]:
     config = load_run_config(config_path)
+    device = distributed.init_from_environment(device)
     ds = open_training_dataset(data_path, config)
     out_dir = run_dir / "ldnet"
     _prepare_out(out_dir, resume, overwrite)
@@ -134,6 +137,8 @@ def run_train_ldnet(
         "config_file": str(config_path),
     }
     model = train_ldnet(train, val, norm, config.ldnet, out_dir, extra, resume=resume)
+    if not distributed.is_main():
+        return {}
     model.eval()
     with torch.no_grad():
         task = LDNetTask(model, train, val, norm, config.ldnet, stage="joint")
@@ -149,6 +154,7 @@ def run_train_vae(
     from training.vae_training import train_vae, vae_test_errors
 
     config = load_run_config(config_path)
+    device = distributed.init_from_environment(device)
     ds = open_training_dataset(data_path, config)
     out_dir = run_dir / "vae"
     _prepare_out(out_dir, resume, overwrite)
@@ -161,6 +167,8 @@ def run_train_vae(
         "dataset": {"path": str(data_path.resolve()), "attrs": {k: str(v) for k, v in ds.attrs.items()}},
     }
     model = train_vae(train, val, ds.sizes["x"], config.vae, out_dir, extra, resume=resume)
+    if not distributed.is_main():
+        return {}
     errors = vae_test_errors(model, test, ds.sizes["x"], config.vae.sensors_per_side)
     metrics = {
         "vae_test_rel_rmse": float(errors["rel_rmse"]),
@@ -185,6 +193,7 @@ def run_train_encoder(
     config_path: Path, data_path: Path, run_dir: Path, *, resume: bool, overwrite: bool, device: str
 ) -> dict[str, float]:
     config = load_run_config(config_path)
+    device = distributed.init_from_environment(device)
     ds = open_training_dataset(data_path, config)
     ldnet, ldnet_payload = load_ldnet(run_dir)
     out_dir = run_dir / "encoder"
@@ -195,6 +204,8 @@ def run_train_encoder(
     encoder = train_encoder(
         ldnet.to(device), train, val, ds.sizes["x"], config.encoder, out_dir, extra, resume=resume
     )
+    if not distributed.is_main():
+        return {}
     metrics = encoder_test_metrics(encoder, ldnet, test, ds.sizes["x"], config.encoder.sensors_per_side)
     _finish(out_dir, encoder.cpu(), "encoder", metrics)
     return metrics

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.checkpoint import load_checkpoint, save_checkpoint
+from training import distributed
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,20 @@ def fit(
             start_epoch = int(state["epoch"])
     last_metrics: dict[str, float] = {}
     bar = tqdm(
-        range(start_epoch, optim.epochs), desc=f"{task.kind}:{stage}", disable=not progress, unit="epoch"
+        range(start_epoch, optim.epochs),
+        desc=f"{task.kind}:{stage}",
+        disable=not progress or not distributed.is_main(),
+        unit="epoch",
     )
+    size, my_rank = distributed.world_size(), distributed.rank()
     for epoch in bar:
         task.model.train()
         total, count = 0.0, 0
-        for batch in task.batches(generator):
+        batches = list(task.batches(generator))
+        # every rank draws the same batches (same generator) and takes its share; equal counts keep
+        # the gradient all-reduces in step
+        usable = len(batches) - len(batches) % size if len(batches) >= size else len(batches)
+        for batch in batches[my_rank:usable:size]:
             optimizer.zero_grad(set_to_none=True)
             loss = task.loss(batch)
             if not torch.isfinite(loss):
@@ -116,6 +125,7 @@ def fit(
                     "lower the learning rate or check the data"
                 )
             loss.backward()
+            distributed.average_gradients(params)
             if optim.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, optim.grad_clip)
             optimizer.step()
@@ -128,13 +138,15 @@ def fit(
         record = {
             "stage": stage,
             "epoch": epoch + 1,
-            "train_loss": total / max(count, 1),
+            "train_loss": distributed.average_scalar(total / max(count, 1)),
             **last_metrics,
             "lr": scheduler.get_last_lr()[0],
         }
+        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("stage", "epoch", "lr")})
+        if not distributed.is_main():
+            continue
         with metrics_path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
-        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("stage", "epoch", "lr")})
         save_checkpoint(
             ckpt_path,
             task.kind,
