@@ -6,8 +6,9 @@ relative Gaussian noise, encoded, and the per-dimension standard deviation of
 (encoder output - truth) over trajectories and time steps is stored. The service interpolates
 this table at the noise level a client posts.
 
-Relative noise: each sensor value gets Gaussian noise with standard deviation ``level`` times its
-channel's standard deviation over the training split, i.e. ``level`` in z-scored units.
+Relative noise, as in the LD-EnSF reference code: each physical sensor value y gets Gaussian noise
+of standard deviation ``level * |y|``, i.e. y_noisy = y (1 + level xi). The sequences are stored
+z-scored, so the noise is applied in physical units through the observation mean and std.
 """
 
 from __future__ import annotations
@@ -47,15 +48,26 @@ class CalibrationTable:
         return np.array([np.interp(level, levels, table[:, j]) for j in range(table.shape[1])])
 
 
+def add_relative_noise(
+    y: torch.Tensor, level: float, obs_mean: torch.Tensor, obs_std: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """z-scored y with physical values y_phys -> z-scored y_phys (1 + level xi)."""
+    physical = y * obs_std + obs_mean
+    return y + level * torch.randn(y.shape, generator=generator) * physical / obs_std
+
+
 def calibrate(
     encoder: ObservationEncoder,
     y_clean: torch.Tensor,
     truth: torch.Tensor,
+    obs_mean: torch.Tensor,
+    obs_std: torch.Tensor,
     levels: tuple[float, ...] = NOISE_LEVELS,
     repeats: int = 4,
     seed: int = 0,
 ) -> CalibrationTable:
-    """y_clean[n, T, d_y] normalised sensor sequences, truth[n, T, d_s + d_u] -> table."""
+    """y_clean[n, T, d_y] z-scored sensor sequences (obs_mean, obs_std [d_y] undo the z-score),
+    truth[n, T, d_s + d_u] -> table."""
     generator = torch.Generator().manual_seed(seed)
     encoder.eval()
     stds = []
@@ -63,8 +75,7 @@ def calibrate(
         for level in levels:
             errors = []
             for _ in range(repeats if level > 0 else 1):
-                noise = torch.randn(y_clean.shape, generator=generator) * level
-                s_hat, u_hat = encoder(y_clean + noise)
+                s_hat, u_hat = encoder(add_relative_noise(y_clean, level, obs_mean, obs_std, generator))
                 errors.append((torch.cat([s_hat, u_hat], dim=-1) - truth).reshape(-1, truth.shape[-1]))
             # the std of the error around zero (not around its mean): a bias is noise to the filter too
             stds.append(torch.cat(errors).pow(2).mean(dim=0).sqrt().tolist())

@@ -246,7 +246,9 @@ def run_calibrate(run_dir: Path, data_path: Path | None, levels: tuple[float, ..
     val = load_split(ds, "val", norm)
     y = sensor_sequences(val, np.asarray(enc_payload["sensor_indices"]))
     truth = calibration_inputs(ldnet, y, val.params)
-    table = calibrate(encoder, y, truth, levels=levels, repeats=repeats)
+    obs_mean = torch.tensor(payload["normalisation"]["obs_mean"], dtype=torch.float32)
+    obs_std = torch.tensor(payload["normalisation"]["obs_std"], dtype=torch.float32)
+    table = calibrate(encoder, y, truth, obs_mean, obs_std, levels=levels, repeats=repeats)
     out = run_dir / "calibration.json"
     write_calibration(table, out)
     return out

@@ -189,6 +189,17 @@ def test_calibration_table_interpolates_between_levels_and_measures_noise(tmp_pa
     with torch.no_grad():
         s, u = encoder(y)
     truth = torch.cat([s, u], dim=-1)
-    measured = calibrate(encoder, y, truth, levels=(0.0, 0.1, 1.0), repeats=2)
+    measured = calibrate(encoder, y, truth, torch.zeros(5), torch.ones(5), levels=(0.0, 0.1, 1.0), repeats=2)
     assert measured.latent_std[0] == pytest.approx([0.0] * 3, abs=1e-6)  # exact encoder, no noise
     assert all(a < b for a, b in zip(measured.latent_std[1], measured.latent_std[2], strict=True))
+
+
+def test_relative_noise_scales_with_the_physical_value() -> None:
+    from training.calibration import add_relative_noise
+
+    mean, std = torch.tensor([10.0, 0.0]), torch.tensor([2.0, 1.0])
+    y = torch.zeros(20000, 2)  # physical values 10 and 0
+    noisy = add_relative_noise(y, 0.1, mean, std, torch.Generator().manual_seed(0))
+    physical_sd = (noisy * std).std(dim=0)
+    assert physical_sd[0].item() == pytest.approx(1.0, rel=0.03)  # 10 % of 10
+    assert physical_sd[1].item() == 0.0  # a zero reading stays exact
