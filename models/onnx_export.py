@@ -179,14 +179,20 @@ def example_inputs(
     }
 
 
-def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], name: str, path: Path) -> None:
-    """Trace ``module`` at ``args`` into ``path`` with the bundle's names and dynamic axes.
+def export_onnx(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> None:
+    """Trace ``module`` at ``args`` into ``path`` with the given names and dynamic axes.
 
     The TorchScript exporter (``dynamo=False``) is used: it honours ``dynamic_axes`` directly and
     needs only the ``onnx`` package. Its deprecation notice and the tracer's notes about Python
     booleans inside nn.LSTM are silenced because parity is verified at other sizes afterwards.
     """
-    input_names, output_names, dynamic_axes = GRAPH_IO[name]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -202,6 +208,12 @@ def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], name: str, p
             dynamic_axes=dynamic_axes,
             do_constant_folding=True,
         )
+
+
+def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], name: str, path: Path) -> None:
+    """One of the bundle's graphs, with the names and dynamic axes of ``GRAPH_IO[name]``."""
+    input_names, output_names, dynamic_axes = GRAPH_IO[name]
+    export_onnx(module, args, path, input_names, output_names, dynamic_axes)
 
 
 def export_graphs(ldnet: LDNet, encoder: ObservationEncoder, out_dir: Path) -> None:
@@ -409,17 +421,17 @@ def build_manifest(
 # --------------------------------------------------------------------------------------------
 
 
-def _refuse_existing(out_dir: Path, overwrite: bool) -> None:
+def refuse_existing(out_dir: Path, overwrite: bool, manifest_name: str = MANIFEST_NAME) -> None:
     if not out_dir.exists():
         return
     if not overwrite:
         raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it")
-    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file()):
+    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / manifest_name).is_file()):
         raise ExportError(f"{out_dir} exists and is not a bundle directory; refusing to replace it")
 
 
-def _move_into_place(staged: Path, out_dir: Path, overwrite: bool) -> None:
-    _refuse_existing(out_dir, overwrite)  # again: something may have appeared while exporting
+def move_into_place(staged: Path, out_dir: Path, overwrite: bool, manifest_name: str = MANIFEST_NAME) -> None:
+    refuse_existing(out_dir, overwrite, manifest_name)  # again: something may have appeared meanwhile
     if not out_dir.exists():
         os.replace(staged, out_dir)
         return
@@ -452,7 +464,7 @@ def export_bundle(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise ExportError(f"run directory {run_dir} does not exist")
-    _refuse_existing(out_dir, overwrite)
+    refuse_existing(out_dir, overwrite)
     ldnet, ldnet_payload = _load_checkpoint(run_dir, "ldnet")
     encoder, encoder_payload = _load_checkpoint(run_dir, "encoder")
     assert isinstance(ldnet, LDNet) and isinstance(encoder, ObservationEncoder)
@@ -503,7 +515,7 @@ def export_bundle(
                 "the exported bundle fails its check:\n" + "\n".join(f"  - {p}" for p in problems)
             )
         staged.chmod(0o755)
-        _move_into_place(staged, out_dir, overwrite)
+        move_into_place(staged, out_dir, overwrite)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return out_dir

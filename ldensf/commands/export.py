@@ -39,12 +39,25 @@ def export_command(
         list[str] | None,
         typer.Option("--filter", help="Override an EnSF default, e.g. --filter eps_a=0.3 (repeatable)."),
     ] = None,
+    vae: Annotated[
+        bool, typer.Option("--vae", help="Export the run's coupled VAE (Latent-EnSF baseline) instead.")
+    ] = False,
 ) -> None:
     """Export the run's dynamics, encoder and reconstruction networks to ONNX with a manifest."""
     from ldensf.commands.bundle import describe
     from models.bundle import read_manifest
     from models.onnx_export import ExportError, export_bundle
 
+    if vae:
+        from models.vae_export import export_vae
+
+        try:
+            path = export_vae(run_dir, out, overwrite=overwrite)
+        except ExportError as err:
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(code=1) from None
+        typer.echo(f"Exported the VAE to {path}")
+        return
     overrides = _parse_filter_settings(filter_settings or [])
     try:
         path = export_bundle(

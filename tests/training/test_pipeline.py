@@ -140,3 +140,17 @@ def test_training_refuses_to_clobber_and_explains(tiny_run: dict[str, Path], tmp
     assert code == 2 and "no dataset" in out
     code, out = invoke("calibrate", tmp_path / "empty_run")
     assert code == 2 and "train the LDNet first" in out
+
+
+def test_vae_export_matches_torch_and_refuses_to_clobber(tiny_run: dict[str, Path]) -> None:
+    out = tiny_run["root"] / "bundles" / "tiny-vae"
+    code, text = invoke("export", tiny_run["run"], "--out", out, "--vae")
+    assert code == 0, text
+    manifest = json.loads((out / "vae_manifest.json").read_text())
+    assert set(manifest["files"]) == {"vae_state_encoder.onnx", "vae_obs_encoder.onnx", "vae_decoder.onnx"}
+    assert max(manifest["parity_max_abs_diff"].values()) <= 1e-5
+    code, text = invoke("export", tiny_run["run"], "--out", out, "--vae")
+    assert code != 0 and "--overwrite" in text
+    code, text = invoke("export", tiny_run["run"], "--out", out, "--vae", "--overwrite")
+    assert code == 0, text
+    assert not list(out.parent.glob(".tiny-vae.*"))  # no staging folders left behind
