@@ -25,7 +25,8 @@ import xarray as xr
 from models.checkpoint import load_model, save_checkpoint
 from models.encoder import ObservationEncoder
 from models.ldnet import LDNet
-from sim.dataset import DatasetError, open_dataset, validate_dataset
+from sim.dataset import DatasetError, open_dataset
+from sim.validation import validate_dataset
 from training import distributed
 from training.data import FieldSplit, Normalisation, load_split, normalisation_from_dataset
 from training.encoder_training import (

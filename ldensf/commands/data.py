@@ -232,12 +232,13 @@ def validate(
 ) -> None:
     """Check a dataset (ours or your own) and explain every problem found."""
     from sim import dataset
+    from sim.validation import validate_dataset
 
     try:
         ds = dataset.open_dataset(path)
     except dataset.DatasetError as error:
         _fail(str(error))
-    problems = dataset.validate_dataset(ds, source=str(path), check_values=not quick)
+    problems = validate_dataset(ds, source=str(path), check_values=not quick)
     if problems:
         for problem in problems:
             typer.echo(f"- {problem}")

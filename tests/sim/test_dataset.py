@@ -13,6 +13,7 @@ import zarr
 
 from sim import dataset
 from sim.problems import PROBLEMS, get_problem
+from sim.validation import validate_dataset
 
 TINY = {
     "shallow-water": {"n": 16, "n_steps": 20, "save_every": 5},
@@ -62,7 +63,7 @@ def test_round_trip_is_exact(tmp_path: Path, name: str) -> None:
     assert list(ds["param"].values) == list(problem.parameters)
     assert ds.attrs["problem"] == name and ds.attrs["generation"] == "complete"
     assert problem.config_from_json(ds.attrs["config"]) == config
-    assert dataset.validate_dataset(ds) == []
+    assert validate_dataset(ds) == []
 
 
 def test_netcdf_round_trip_is_exact(tmp_path: Path, sw_dataset: xr.Dataset) -> None:
@@ -72,7 +73,7 @@ def test_netcdf_round_trip_is_exact(tmp_path: Path, sw_dataset: xr.Dataset) -> N
     for name in ("state", "parameter", "state_mean", "state_std", "time", "x", "y"):
         np.testing.assert_array_equal(copy[name].values, sw_dataset[name].values)
     assert list(copy["split"].values.astype(str)) == list(sw_dataset["split"].values.astype(str))
-    assert dataset.validate_dataset(copy) == []
+    assert validate_dataset(copy) == []
 
 
 def test_parameters_follow_the_prior_and_split_is_60_20_20(tmp_path: Path) -> None:
@@ -124,7 +125,7 @@ def test_resume_after_interruption_gives_the_identical_dataset(tmp_path: Path) -
     with pytest.raises(KeyboardInterrupt):
         dataset.fill_dataset(path, on_batch=stop_after_first_batch)
     assert dataset.pending_batches(path) == [(2, 4), (4, 5)]
-    problems = dataset.validate_dataset(dataset.open_dataset(path), source=str(path))
+    problems = validate_dataset(dataset.open_dataset(path), source=str(path))
     assert len(problems) == 1
     assert "2 of 5 trajectories" in problems[0]
     assert f"ldensf data generate shallow-water --out {path} --resume" in problems[0]
@@ -134,7 +135,7 @@ def test_resume_after_interruption_gives_the_identical_dataset(tmp_path: Path) -
     resumed = dataset.open_dataset(path).load()
     for name in ("state", "parameter", "split", "complete", "state_mean", "state_std"):
         np.testing.assert_array_equal(resumed[name].values, reference[name].values)
-    assert dataset.validate_dataset(resumed) == []
+    assert validate_dataset(resumed) == []
 
 
 def test_full_disk_leaves_a_resumable_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,7 +158,7 @@ def test_full_disk_leaves_a_resumable_store(tmp_path: Path, monkeypatch: pytest.
     assert dataset.pending_batches(path) == [(2, 4), (4, 5)]
     dataset.fill_dataset(path)
     dataset.finalise_dataset(path)
-    assert dataset.validate_dataset(dataset.open_dataset(path)) == []
+    assert validate_dataset(dataset.open_dataset(path)) == []
 
 
 def test_settings_differences_are_named() -> None:
@@ -192,7 +193,7 @@ def test_config_rejects_too_few_frames() -> None:
 
 
 def only_problem(ds: xr.Dataset) -> str:
-    problems = dataset.validate_dataset(ds, source="data.zarr")
+    problems = validate_dataset(ds, source="data.zarr")
     assert len(problems) == 1, problems
     return problems[0]
 
@@ -232,7 +233,7 @@ def test_validate_rejects_missing_parameters(sw_dataset: xr.Dataset) -> None:
 def test_validate_rejects_a_bad_split(sw_dataset: xr.Dataset, labels: list[str], expected: str) -> None:
     ds = sw_dataset.drop_vars(["state_mean", "state_std", "parameter_min", "parameter_max"])
     ds["split"] = ("trajectory", np.array(labels))
-    problems = dataset.validate_dataset(ds, source="data.zarr")
+    problems = validate_dataset(ds, source="data.zarr")
     assert any(expected in p for p in problems), problems
     assert any("ldensf data stats data.zarr" in p for p in problems)
 
@@ -245,7 +246,7 @@ def test_validate_rejects_a_missing_split(sw_dataset: xr.Dataset) -> None:
 def test_validate_asks_for_units(sw_dataset: xr.Dataset) -> None:
     ds = sw_dataset.drop_vars("channel_units").copy(deep=True)
     ds["time"].attrs.pop("units")
-    problems = dataset.validate_dataset(ds)
+    problems = validate_dataset(ds)
     assert any("no `channel_units` coordinate" in p and "assign_coords" in p for p in problems)
     assert any("coordinate `time` has no `units` attribute" in p for p in problems)
 
@@ -273,10 +274,10 @@ def test_validate_accepts_a_users_point_dataset() -> None:
             "x": ("point", rng.random(7), {"units": "m"}),
         },
     )
-    assert dataset.validate_dataset(ds, source="mine.zarr") == [
+    assert validate_dataset(ds, source="mine.zarr") == [
         "no normalisation statistics (state_mean, state_std, parameter_min, parameter_max): "
         "compute them with `ldensf data stats mine.zarr`"
     ]
     ds = ds.merge(dataset.compute_statistics(ds))
-    assert dataset.validate_dataset(ds) == []
+    assert validate_dataset(ds) == []
     assert "no coordinates for the points" in only_problem(ds.drop_vars("x"))
