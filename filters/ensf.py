@@ -42,8 +42,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from filters._checks import check_batch, check_ensemble
-from filters._random import Generators, check_generators, standard_normal
+from filters._ensemble import check_inputs
+from filters._random import Generators, standard_normal
 from filters.inflation import multiplicative_inflation, relax_to_prior_spread
 from filters.likelihood import Likelihood
 
@@ -154,14 +154,7 @@ def ensf_update(
     pre-drawn (B, K + 1, N, d) standard normals (xi_0 = terminal sample, xi_{k+1} = step k). Returns the
     (B, N, d) analysis ensembles.
     """
-    b, n, d = check_ensemble(prior, "prior")
-    check_batch(likelihood.obs, b)
-    check_generators(generator, b)
-    if likelihood.obs.dtype != prior.dtype or likelihood.obs.device != prior.device:
-        raise ValueError(
-            f"likelihood.obs is {likelihood.obs.dtype} on {likelihood.obs.device}; expected {prior.dtype} on"
-            f" {prior.device} like the prior"
-        )
+    b, n, d = check_inputs(prior, likelihood, generator)
     k_steps = config.n_steps
     if noise is not None:
         if noise.shape != (b, k_steps + 1, n, d):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,32 +120,74 @@ def _finish(out_dir: Path, model: torch.nn.Module, kind: str, test_metrics: dict
     plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss_curve.png")
 
 
-def run_train_ldnet(
-    config_path: Path, data_path: Path, run_dir: Path, *, resume: bool, overwrite: bool, device: str
-) -> dict[str, float]:
+@dataclass
+class TrainingInputs:
+    """What every ``ldensf train`` step starts from."""
+
+    config: RunConfig
+    ds: xr.Dataset
+    out_dir: Path
+    norm: Normalisation
+    train: FieldSplit
+    val: FieldSplit
+    test: FieldSplit
+    device: str
+
+
+def prepare_training(
+    kind: str,
+    config_path: Path,
+    data_path: Path,
+    run_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    device: str,
+    norm: Normalisation | None = None,
+) -> TrainingInputs:
+    """Config, dataset (validated), ``run_dir/kind`` (checked), normalisation and the three splits."""
     config = load_run_config(config_path)
     device = distributed.init_from_environment(device)
     ds = open_training_dataset(data_path, config)
-    out_dir = run_dir / "ldnet"
+    out_dir = run_dir / kind
     _prepare_out(out_dir, resume, overwrite)
-    norm = normalisation_from_dataset(ds)
+    norm = norm or normalisation_from_dataset(ds)
     train, val, test = (load_split(ds, s, norm).to(device) for s in ("train", "val", "test"))
-    n_sensors = config.encoder.sensors_per_side**2
-    extra = {
-        "problem": config.problem,
-        "normalisation": normalisation_payload(norm, n_sensors),
-        "metadata": dataset_metadata(ds, config.encoder.sensors_per_side),
+    return TrainingInputs(config, ds, out_dir, norm, train, val, test, device)
+
+
+def run_extra(inputs: TrainingInputs, data_path: Path, sensors_per_side: int) -> dict[str, Any]:
+    """The checkpoint payload export needs: problem, normalisation, manifest metadata, dataset."""
+    ds = inputs.ds
+    return {
+        "problem": inputs.config.problem,
+        "normalisation": normalisation_payload(inputs.norm, sensors_per_side**2),
+        "metadata": dataset_metadata(ds, sensors_per_side),
         "dataset": {"path": str(data_path.resolve()), "attrs": {k: str(v) for k, v in ds.attrs.items()}},
-        "config_file": str(config_path),
     }
-    model = train_ldnet(train, val, norm, config.ldnet, out_dir, extra, resume=resume)
+
+
+def run_train_ldnet(
+    config_path: Path, data_path: Path, run_dir: Path, *, resume: bool, overwrite: bool, device: str
+) -> dict[str, float]:
+    inputs = prepare_training(
+        "ldnet", config_path, data_path, run_dir, resume=resume, overwrite=overwrite, device=device
+    )
+    config = inputs.config
+    extra = {**run_extra(inputs, data_path, config.encoder.sensors_per_side), "config_file": str(config_path)}
+    model = train_ldnet(
+        inputs.train, inputs.val, inputs.norm, config.ldnet, inputs.out_dir, extra, resume=resume
+    )
     if not distributed.is_main():
         return {}
     model.eval()
     with torch.no_grad():
-        task = LDNetTask(model, train, val, norm, config.ldnet, stage="joint")
-        metrics = {"ldnet_test_rel_rmse": task.evaluate(test), "ldnet_val_rel_rmse": task.evaluate(val)}
-    _finish(out_dir, model.cpu(), "ldnet", metrics)
+        task = LDNetTask(model, inputs.train, inputs.val, inputs.norm, config.ldnet, stage="joint")
+        metrics = {
+            "ldnet_test_rel_rmse": task.evaluate(inputs.test),
+            "ldnet_val_rel_rmse": task.evaluate(inputs.val),
+        }
+    _finish(inputs.out_dir, model.cpu(), "ldnet", metrics)
     return metrics
 
 
@@ -154,28 +197,20 @@ def run_train_vae(
     """The coupled VAE of Latent-EnSF on the same dataset and normalisation as the LDNet."""
     from training.vae_training import train_vae, vae_test_errors
 
-    config = load_run_config(config_path)
-    device = distributed.init_from_environment(device)
-    ds = open_training_dataset(data_path, config)
-    out_dir = run_dir / "vae"
-    _prepare_out(out_dir, resume, overwrite)
-    norm = normalisation_from_dataset(ds)
-    train, val, test = (load_split(ds, s, norm).to(device) for s in ("train", "val", "test"))
-    extra = {
-        "problem": config.problem,
-        "normalisation": normalisation_payload(norm, config.vae.sensors_per_side**2),
-        "metadata": dataset_metadata(ds, config.vae.sensors_per_side),
-        "dataset": {"path": str(data_path.resolve()), "attrs": {k: str(v) for k, v in ds.attrs.items()}},
-    }
-    model = train_vae(train, val, ds.sizes["x"], config.vae, out_dir, extra, resume=resume)
+    inputs = prepare_training(
+        "vae", config_path, data_path, run_dir, resume=resume, overwrite=overwrite, device=device
+    )
+    vae_config, grid_n = inputs.config.vae, inputs.ds.sizes["x"]
+    extra = run_extra(inputs, data_path, vae_config.sensors_per_side)
+    model = train_vae(inputs.train, inputs.val, grid_n, vae_config, inputs.out_dir, extra, resume=resume)
     if not distributed.is_main():
         return {}
-    errors = vae_test_errors(model, test, ds.sizes["x"], config.vae.sensors_per_side)
+    errors = vae_test_errors(model, inputs.test, grid_n, vae_config.sensors_per_side)
     metrics = {
         "vae_test_rel_rmse": float(errors["rel_rmse"]),
         "vae_test_obs_rel_rmse": float(errors["obs_rel_rmse"]),
     }
-    _finish(out_dir, model.cpu(), "vae", metrics)
+    _finish(inputs.out_dir, model.cpu(), "vae", metrics)
     return metrics
 
 
@@ -193,22 +228,34 @@ def load_ldnet(run_dir: Path) -> tuple[LDNet, dict[str, Any]]:
 def run_train_encoder(
     config_path: Path, data_path: Path, run_dir: Path, *, resume: bool, overwrite: bool, device: str
 ) -> dict[str, float]:
-    config = load_run_config(config_path)
-    device = distributed.init_from_environment(device)
-    ds = open_training_dataset(data_path, config)
+    load_run_config(config_path)  # a bad config is reported before a missing LDNet
     ldnet, ldnet_payload = load_ldnet(run_dir)
-    out_dir = run_dir / "encoder"
-    _prepare_out(out_dir, resume, overwrite)
-    norm = Normalisation.from_dict(ldnet_payload["normalisation"])
-    train, val, test = (load_split(ds, s, norm).to(device) for s in ("train", "val", "test"))
+    inputs = prepare_training(
+        "encoder",
+        config_path,
+        data_path,
+        run_dir,
+        resume=resume,
+        overwrite=overwrite,
+        device=device,
+        norm=Normalisation.from_dict(ldnet_payload["normalisation"]),
+    )
     extra = {k: ldnet_payload[k] for k in ("problem", "normalisation", "metadata", "dataset")}
+    encoder_config, grid_n = inputs.config.encoder, inputs.ds.sizes["x"]
     encoder = train_encoder(
-        ldnet.to(device), train, val, ds.sizes["x"], config.encoder, out_dir, extra, resume=resume
+        ldnet.to(inputs.device),
+        inputs.train,
+        inputs.val,
+        grid_n,
+        encoder_config,
+        inputs.out_dir,
+        extra,
+        resume=resume,
     )
     if not distributed.is_main():
         return {}
-    metrics = encoder_test_metrics(encoder, ldnet, test, ds.sizes["x"], config.encoder.sensors_per_side)
-    _finish(out_dir, encoder.cpu(), "encoder", metrics)
+    metrics = encoder_test_metrics(encoder, ldnet, inputs.test, grid_n, encoder_config.sensors_per_side)
+    _finish(inputs.out_dir, encoder.cpu(), "encoder", metrics)
     return metrics
 
 

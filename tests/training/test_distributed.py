@@ -56,29 +56,8 @@ def test_two_processes_average_gradients_and_only_rank_zero_writes(tmp_path: Pat
     assert records[-1]["train_loss"] < records[0]["train_loss"] / 3
 
 
-def test_torchrun_runs_the_training_command(tmp_path: Path) -> None:
-    from test_pipeline import TINY_CONFIG, invoke
-
-    data, config = tmp_path / "sw.zarr", tmp_path / "tiny.toml"
-    config.write_text(TINY_CONFIG)
-    code, out = invoke(
-        "data",
-        "generate",
-        "shallow-water",
-        "--n-traj",
-        "6",
-        "--grid",
-        "16",
-        "--n-steps",
-        "40",
-        "--save-every",
-        "8",
-        "--workers",
-        "1",
-        "--out",
-        data,
-    )
-    assert code == 0, out
+def test_torchrun_runs_the_training_command(tmp_path: Path, tiny_run: dict[str, Path]) -> None:
+    data, config = tiny_run["data"], tiny_run["config"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).parent / "torchrun"
     result = subprocess.run(
