@@ -35,10 +35,6 @@ MODEL_KINDS: dict[str, tuple[type[Any], Callable[[Any], nn.Module]]] = {
 }
 
 
-def register_model_kind(kind: str, config_cls: type[Any], factory: Callable[[Any], nn.Module]) -> None:
-    MODEL_KINDS[kind] = (config_cls, factory)
-
-
 def build_model(kind: str, model_config: dict[str, Any]) -> nn.Module:
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; known kinds: {sorted(MODEL_KINDS)}")

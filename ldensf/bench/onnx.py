@@ -125,14 +125,14 @@ def bench_onnx_command(
             ("encoder step, 1 session", _time(encoder, feeds(encoder, {"B": 1}), repeats * 4)),
             (
                 f"reconstruction, 1 latent x {points} points",
-                _time(reconstruction, feeds(reconstruction, {"M": 1, "P": points}), max(repeats // 10, 5)),
+                _time(reconstruction, feeds(reconstruction, {"M": 1, "P": points}), 10 if quick else 30),
             ),
             (
-                f"reconstruction, {min(ensemble, 20)} latents x {points} points",
+                f"reconstruction, {field_members} latents x {points} points",
                 _time(
                     reconstruction,
-                    feeds(reconstruction, {"M": min(ensemble, 20), "P": points}),
-                    max(repeats // 50, 3),
+                    feeds(reconstruction, {"M": field_members, "P": points}),
+                    2 if quick else 5,
                 ),
             ),
         ]
