@@ -102,9 +102,9 @@ class Problem(ABC):
     def coordinates(self, config: Any) -> dict[str, np.ndarray]:
         """Spatial coordinates: ``{"x": (nx,), "y": (ny,)}`` on a grid, ``{"x": (n_points,)}`` on points."""
 
-    @abstractmethod
     def frame_times(self, config: Any) -> np.ndarray:
-        """Time of each stored frame, in ``time_units``."""
+        """Time of each stored frame, in ``time_units`` (every simulator config carries them)."""
+        return np.asarray(config.frame_times, dtype=np.float64)
 
     @abstractmethod
     def steps_per_trajectory(self, config: Any) -> int:
@@ -152,9 +152,6 @@ class ShallowWaterProblem(Problem):
         x, y = shallow_water.grid(config)
         return {"x": x, "y": y}
 
-    def frame_times(self, config: Any) -> np.ndarray:
-        return np.asarray(config.frame_times, dtype=np.float64)
-
     def steps_per_trajectory(self, config: Any) -> int:
         return int(config.n_steps)
 
@@ -189,9 +186,6 @@ class KolmogorovProblem(Problem):
     def coordinates(self, config: Any) -> dict[str, np.ndarray]:
         x, y = kolmogorov.grid(config)
         return {"x": np.asarray(x), "y": np.asarray(y)}
-
-    def frame_times(self, config: Any) -> np.ndarray:
-        return np.asarray(config.frame_times, dtype=np.float64)
 
     def steps_per_trajectory(self, config: Any) -> int:
         return int(config.n_burn_in + config.n_steps)
@@ -273,9 +267,6 @@ class Lorenz96Problem(Problem):
 
     def coordinates(self, config: Any) -> dict[str, np.ndarray]:
         return {"x": np.arange(config.dim, dtype=np.float64)}
-
-    def frame_times(self, config: Any) -> np.ndarray:
-        return np.asarray(config.frame_times, dtype=np.float64)
 
     def steps_per_trajectory(self, config: Any) -> int:
         return int(config.n_spinup + config.n_steps)
