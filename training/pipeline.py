@@ -183,9 +183,11 @@ def run_train_ldnet(
     model.eval()
     with torch.no_grad():
         task = LDNetTask(model, inputs.train, inputs.val, inputs.norm, config.ldnet, stage="joint")
+        test, val = task.errors(inputs.test), task.errors(inputs.val)
         metrics = {
-            "ldnet_test_rel_rmse": task.evaluate(inputs.test),
-            "ldnet_val_rel_rmse": task.evaluate(inputs.val),
+            "ldnet_test_rel_rmse": test["rel_rmse"],
+            "ldnet_test_pooled_rel_rmse": test["pooled_rel_rmse"],
+            "ldnet_val_rel_rmse": val["rel_rmse"],
         }
     _finish(inputs.out_dir, model.cpu(), "ldnet", metrics)
     return metrics

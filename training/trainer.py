@@ -31,6 +31,10 @@ class OptimConfig:
     step_lr_size: int = 200
     weight_decay: float = 0.0
     grad_clip: float = 0.0
+    schedule: str = "step"
+    """"step" (StepLR: times step_lr_gamma every step_lr_size epochs, as the paper) or "cosine"
+    (cosine decay from lr to min_lr over the stage's epochs)."""
+    min_lr: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -41,6 +45,10 @@ class OptimConfig:
             raise ValueError(f"step_lr_gamma must be in (0, 1] (got {self.step_lr_gamma})")
         if self.step_lr_size < 1:
             raise ValueError(f"step_lr_size must be >= 1 (got {self.step_lr_size})")
+        if self.schedule not in ("step", "cosine"):
+            raise ValueError(f"schedule must be 'step' or 'cosine' (got {self.schedule!r})")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must be in [0, lr] (got {self.min_lr} with lr {self.lr})")
 
 
 class Task(Protocol):
@@ -62,6 +70,16 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def learning_rate_schedule(
+    optimizer: torch.optim.Optimizer, optim: OptimConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if optim.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(optim.epochs, 1), eta_min=optim.min_lr
+        )
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.step_lr_size, gamma=optim.step_lr_gamma)
 
 
 def fit(
@@ -88,9 +106,7 @@ def fit(
     generator = seed_everything(seed)
     params = list(task.trainable_parameters())
     optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=optim.step_lr_size, gamma=optim.step_lr_gamma
-    )
+    scheduler = learning_rate_schedule(optimizer, optim)
     start_epoch = 0
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)

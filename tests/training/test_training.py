@@ -203,3 +203,22 @@ def test_relative_noise_scales_with_the_physical_value() -> None:
     physical_sd = (noisy * std).std(dim=0)
     assert physical_sd[0].item() == pytest.approx(1.0, rel=0.03)  # 10 % of 10
     assert physical_sd[1].item() == 0.0  # a zero reading stays exact
+
+
+def test_cosine_schedule_ends_at_min_lr_and_bad_schedules_are_refused() -> None:
+    from training.trainer import learning_rate_schedule
+
+    config = OptimConfig(epochs=10, lr=1e-2, schedule="cosine", min_lr=1e-4)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = learning_rate_schedule(optimizer, config)
+    rates = []
+    for _ in range(config.epochs):
+        optimizer.step()
+        scheduler.step()
+        rates.append(scheduler.get_last_lr()[0])
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[-1] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="schedule must be"):
+        OptimConfig(schedule="linear")
+    with pytest.raises(ValueError, match="min_lr"):
+        OptimConfig(lr=1e-3, min_lr=1e-2)
