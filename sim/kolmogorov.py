@@ -201,6 +201,22 @@ def _tendency(vorticity_hat: torch.Tensor, ops: _Spectral, n: int) -> torch.Tens
     return ops.forcing - advection_hat
 
 
+def vorticity_hat_from_velocity(velocity_field: torch.Tensor, config: KolmogorovConfig) -> torch.Tensor:
+    """Fourier vorticity (..., n, n // 2 + 1) of grid velocities (..., 2, n, n): curl, 2/3-dealiased.
+
+    The inverse of :func:`velocity` on divergence-free, zero-mean, dealiased fields; for any other
+    velocity (an analysis, say) it keeps the rotational part, which is all the vorticity form carries.
+    """
+    ops = _spectral(config)
+    n = config.n
+    if velocity_field.shape[-3:] != (2, n, n):
+        raise ValueError(f"velocity has shape {tuple(velocity_field.shape)}; expected (..., 2, {n}, {n})")
+    uv_hat = torch.fft.rfft2(velocity_field.to(ops.k2.dtype))
+    # velocity = (i k_y, -i k_x) w / |k|^2, so the curl i k_x v - i k_y u is -|k|^2 times (u, v) . velocity.
+    curl = -(uv_hat * ops.velocity).sum(dim=-3) * ops.k2
+    return curl * torch.as_tensor(_dealias_mask(n), device=curl.device)
+
+
 def max_speed(vorticity_hat: torch.Tensor, config: KolmogorovConfig) -> torch.Tensor:
     """Largest grid speed |u| of each trajectory, shape (B,)."""
     u, v = velocity(vorticity_hat, config).unbind(dim=-3)

@@ -297,6 +297,25 @@ def collocate(state: ShallowWaterState) -> torch.Tensor:
     return torch.stack([u_nodes, v_nodes, state.eta], dim=1)
 
 
+def add_node_increment(state: ShallowWaterState, increment: torch.Tensor) -> ShallowWaterState:
+    """Write an analysis increment of the collocated fields (B, 3, n, n) back into the C-grid state.
+
+    eta takes the increment as is; each velocity face takes the mean of the increments at its two
+    nodes (the adjoint-free inverse of :func:`collocate`'s averaging). Working on increments keeps the
+    prior's face structure wherever the analysis leaves the fields alone, and the wall faces carry no
+    velocity, so the walls stay closed.
+    """
+    b, n = state.eta.shape[0], state.eta.shape[-1]
+    if increment.shape != (b, 3, n, n):
+        raise ValueError(f"increment has shape {tuple(increment.shape)}; expected {(b, 3, n, n)} (u, v, eta)")
+    du, dv, deta = increment.to(state.eta.dtype).unbind(dim=1)
+    return ShallowWaterState(
+        u=state.u + 0.5 * (du[:, :, :-1] + du[:, :, 1:]),
+        v=state.v + 0.5 * (dv[:, :-1, :] + dv[:, 1:, :]),
+        eta=state.eta + deta,
+    )
+
+
 def simulate(
     centres: np.ndarray,
     config: ShallowWaterConfig,

@@ -187,3 +187,17 @@ def test_bad_config_names_the_field(field: str, value: object) -> None:
 def test_bad_reynolds_numbers_are_rejected(reynolds: np.ndarray) -> None:
     with pytest.raises(ValueError, match=r"[Rr]eynolds"):
         kf.simulate(reynolds, kf.KolmogorovConfig(n=16, n_burn_in=0, n_steps=1, save_every=1))
+
+
+def test_vorticity_from_velocity_inverts_velocity() -> None:
+    config = kf.KolmogorovConfig(n=32, dtype="float64")
+    w_hat = torch.fft.rfft2(torch.as_tensor(kf.initial_vorticity(config))).unsqueeze(0)
+    uv = kf.velocity(w_hat, config)
+    back = kf.vorticity_hat_from_velocity(uv, config)
+    torch.testing.assert_close(back, w_hat, atol=1e-9, rtol=1e-9)
+    # A pure gradient (divergent, curl-free) velocity carries no vorticity.
+    x = torch.as_tensor(kf.grid(config)[0])
+    gradient = torch.stack([torch.cos(x)[None, :].expand(32, 32), torch.zeros(32, 32, dtype=torch.float64)])
+    assert float(kf.vorticity_hat_from_velocity(gradient, config).abs().max()) < 1e-9
+    with pytest.raises(ValueError, match="velocity has shape"):
+        kf.vorticity_hat_from_velocity(uv[:, :1], config)
