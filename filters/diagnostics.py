@@ -1,6 +1,7 @@
 """Ensemble verification for (B, N, d) ensembles against (B, d) truths; each returns one value per problem.
 
 * rmse   = sqrt(mean_i (xbar_i - x_i)^2)                       (error of the ensemble mean)
+* relative rmse = |xbar - x| / |x|                               (the papers' "relative RMSE")
 * spread = sqrt(mean_i var_n(x_{n,i}))                         (unbiased variance, DAPPER's definition)
 * CRPS   = mean_n |x_n - x| - 1/(2 N^2) sum_{n,n'} |x_n - x_n'|  per dimension, averaged over dimensions
   (the ensemble/"energy" estimator; ``fair=True`` uses 1/(2 N (N - 1)), Ferro 2014). Computed in
@@ -27,6 +28,15 @@ def rmse(ensemble: Tensor, truth: Tensor) -> Tensor:
     """Root-mean-square error of the ensemble mean, (B,)."""
     _check(ensemble, truth)
     return (ensemble.mean(dim=1) - truth).square().mean(dim=-1).sqrt()
+
+
+def relative_rmse(ensemble: Tensor, truth: Tensor) -> Tensor:
+    """|xbar - x| / |x| over the d dimensions, (B,); a one-member ensemble gives a point estimate's error.
+
+    A zero truth gives inf (or nan for a zero error): the ratio is undefined there, not small.
+    """
+    _check(ensemble, truth)
+    return (ensemble.mean(dim=1) - truth).norm(dim=-1) / truth.norm(dim=-1)
 
 
 def spread(ensemble: Tensor) -> Tensor:

@@ -53,3 +53,15 @@ def test_inflation_and_rtps() -> None:
     torch.testing.assert_close(relaxed.std(dim=1), f.std(dim=1))
     torch.testing.assert_close(relaxed.mean(dim=1), a.mean(dim=1))
     torch.testing.assert_close(relax_to_prior_spread(a, f, 0.5).std(dim=1), 0.6 * f.std(dim=1))
+
+
+def test_relative_rmse_on_hand_made_arrays() -> None:
+    from filters.diagnostics import relative_rmse
+
+    e = torch.tensor([[[3.0, 0.0], [1.0, 0.0]], [[0.0, 4.0], [0.0, 4.0]]])  # means (2, 0) and (0, 4)
+    truth = torch.tensor([[2.0, 2.0], [0.0, 2.0]])
+    torch.testing.assert_close(relative_rmse(e, truth), torch.tensor([2.0 / 8**0.5, 1.0]))
+    assert float(relative_rmse(e[:, :1], truth)[1]) == pytest.approx(1.0)  # one member: a point estimate
+    assert relative_rmse(e[:1], torch.zeros(1, 2)).isinf().all()
+    with pytest.raises(ValueError, match="do not match"):
+        relative_rmse(e, truth[:, :1])
