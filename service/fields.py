@@ -1,0 +1,178 @@
+"""Field queries: decode a session's latent ensemble at arbitrary points, for the current step or an
+earlier stored one, and the picture of the current mean field.
+
+Two methods: ``latent-mean`` decodes the ensemble-mean latent state once (one reconstruction call of
+P points, the fast path); ``ensemble`` decodes every member and returns the mean and std (ddof 1) over
+members, and the members themselves on request. Decoding runs in its own executor thread, so a large
+query does not hold up assimilation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from service.errors import BadInput, TooLarge
+from service.metrics import FIELD_QUERY_DURATION
+from service.runtime import ModelRuntime
+from service.schemas import FieldQuery
+from service.sessions import SessionManager
+from service.state import SessionState, ensemble_field
+
+
+class FieldService:
+    def __init__(self, manager: SessionManager, executor: Executor) -> None:
+        self.manager = manager
+        self.executor = executor
+
+    def _resolve_step(self, runtime: ModelRuntime, step: int | None, time_s: float | None) -> int | None:
+        if step is not None and time_s is not None:
+            raise BadInput("give either step or time, not both")
+        if time_s is None:
+            return step
+        dt = runtime.manifest.time_per_step_s
+        nearest = round(time_s / dt)
+        if not math.isclose(nearest * dt, time_s, rel_tol=0, abs_tol=1e-3 * dt):
+            raise BadInput(
+                f"time {time_s} s is not on the step grid of model {runtime.name!r}: steps are {dt} s apart "
+                f"(step n is at n x {dt} s)"
+            )
+        return int(nearest)
+
+    async def _ensemble_at(self, tenant: str, session_id: str, step: int | None) -> tuple[SessionState, int]:
+        extra = (ensemble_field(step),) if step is not None else ()
+        state = await self.manager.load(tenant, session_id, extra)
+        current = state.meta.step
+        if step is None or step == current:
+            return state, current
+        if step > current:
+            raise BadInput(
+                f"step {step} has not been assimilated yet; session {session_id!r} is at step {current}"
+            )
+        raw = state.extra.get(ensemble_field(step))
+        if raw is None:
+            raise BadInput(
+                f"step {step} is no longer stored: this server keeps the last "
+                f"{self.manager.settings.history_steps} steps (LDENSF_HISTORY_STEPS)"
+            )
+        state.ensemble = np.frombuffer(raw, dtype=np.float32).reshape(state.meta.ensemble_size, -1)
+        return state, step
+
+    async def query(self, tenant: str, session_id: str, query: FieldQuery) -> dict[str, Any]:
+        settings = self.manager.settings
+        if len(query.points) > settings.max_query_points:
+            raise TooLarge(
+                f"{len(query.points)} points asked for; this server answers at most "
+                f"{settings.max_query_points} per query (LDENSF_MAX_QUERY_POINTS): split the query"
+            )
+        step = query.step
+        if query.time is not None:  # the step grid is the model's: read the session once more
+            base = await self.manager.load(tenant, session_id)
+            step = self._resolve_step(self.manager.runtime_of(base.meta), query.step, query.time)
+        state, step = await self._ensemble_at(tenant, session_id, step)
+        runtime = self.manager.runtime_of(state.meta)
+        channels = query.channels or runtime.manifest.channels
+        unknown = [c for c in channels if c not in runtime.manifest.channels]
+        if unknown:
+            raise BadInput(
+                f"unknown channel(s) {unknown}; model {runtime.name!r} has {runtime.manifest.channels}"
+            )
+        stats = set(query.stats)
+        method = query.method or ("latent-mean" if stats == {"mean"} else "ensemble")
+        if method == "latent-mean" and stats != {"mean"}:
+            raise BadInput(
+                "method 'latent-mean' gives only the mean; use method 'ensemble' for std and members"
+            )
+        members = state.meta.ensemble_size if method == "ensemble" else 1
+        if members * len(query.points) > settings.max_field_values:
+            raise TooLarge(
+                f"{members} members x {len(query.points)} points exceeds {settings.max_field_values} decoded "
+                "values per query (LDENSF_MAX_FIELD_VALUES): ask for fewer points"
+            )
+        xi = runtime.query_points(query.points)
+
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        decoded = await loop.run_in_executor(self.executor, _decode, runtime, state.ensemble, xi, method)
+        index = [runtime.manifest.channels.index(c) for c in channels]
+        answer: dict[str, Any] = {
+            "step": step,
+            "time_s": step * runtime.manifest.time_per_step_s,
+            "method": method,
+            "channels": channels,
+            "n_points": len(query.points),
+        }
+        if "mean" in stats:
+            mean = decoded.mean(axis=0)
+            answer["mean"] = {
+                c: np.ascontiguousarray(mean[:, j]) for c, j in zip(channels, index, strict=True)
+            }
+        if "std" in stats:
+            std = decoded.std(axis=0, ddof=1)
+            answer["std"] = {c: np.ascontiguousarray(std[:, j]) for c, j in zip(channels, index, strict=True)}
+        if "members" in stats:
+            answer["members"] = {
+                c: np.ascontiguousarray(decoded[:, :, j]) for c, j in zip(channels, index, strict=True)
+            }
+        FIELD_QUERY_DURATION.labels(runtime.name, method).observe(time.perf_counter() - started)
+        return answer
+
+    async def picture(self, tenant: str, session_id: str, channel: str | None) -> bytes:
+        state = await self.manager.load(tenant, session_id)
+        runtime = self.manager.runtime_of(state.meta)
+        channels = runtime.manifest.channels
+        channel = channel or channels[-1]
+        if channel not in channels:
+            raise BadInput(f"unknown channel {channel!r}; model {runtime.name!r} has {channels}")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.executor, _render, runtime, state.ensemble, channel, state.meta.step, session_id
+        )
+
+
+def _decode(runtime: ModelRuntime, ensemble: np.ndarray, xi: np.ndarray, method: str) -> np.ndarray:
+    latents = ensemble[:, : runtime.manifest.d_s]
+    if method == "latent-mean":
+        latents = latents.mean(axis=0, keepdims=True)
+    return runtime.decode(latents, xi)
+
+
+def picture_grid(runtime: ModelRuntime, default_points: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Axis values of the picture: the bundle's training grid, else a regular grid over the domain."""
+    m = runtime.manifest
+    axes = list(m.domain)[:2]
+    if m.grid is not None and all(a in m.grid for a in axes):
+        return np.asarray(m.grid[axes[0]]), np.asarray(m.grid[axes[1]])
+    return tuple(np.linspace(*m.domain[a], default_points) for a in axes)  # type: ignore[return-value]
+
+
+def _render(runtime: ModelRuntime, ensemble: np.ndarray, channel: str, step: int, session_id: str) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m = runtime.manifest
+    xs, ys = picture_grid(runtime)
+    xx, yy = np.meshgrid(xs, ys, indexing="xy")
+    xi = runtime.query_points(np.stack([xx.ravel(), yy.ravel()], axis=1))
+    field = _decode(runtime, ensemble, xi, "latent-mean")[0, :, m.channels.index(channel)].reshape(xx.shape)
+    figure = Figure(figsize=(5.2, 4.4), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    image = ax.imshow(
+        field, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), cmap="RdBu_r", aspect="equal"
+    )
+    unit = m.channel_units[m.channels.index(channel)]
+    figure.colorbar(image, ax=ax, label=f"{channel} ({unit})")
+    ax.set_title(f"{m.name}: {channel}, mean field at step {step}")
+    axes = list(m.domain)
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1] if len(axes) > 1 else "")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

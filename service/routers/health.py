@@ -1,0 +1,38 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import contextlib
+
+from fastapi import APIRouter, Response
+
+from service.deps import Manager
+from service.errors import StoreUnavailable
+from service.metrics import SESSIONS_ACTIVE, exposition
+from service.responses import FastJSON
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> FastJSON:
+    return FastJSON({"status": "ok"})
+
+
+@router.get("/readyz", summary="Models loaded and the store reachable (503 otherwise)")
+async def readyz(manager: Manager) -> FastJSON:
+    try:
+        await manager.store.ping()
+    except StoreUnavailable as err:
+        return FastJSON({"status": "unavailable", "detail": err.detail}, status_code=503)
+    return FastJSON({"status": "ready", "models": sorted(manager.models)})
+
+
+@router.get("/metrics", summary="Prometheus text exposition (all workers)")
+async def metrics(manager: Manager) -> Response:
+    for name in manager.models:
+        # keep the last known value when the store is down: the scrape itself must not fail
+        with contextlib.suppress(StoreUnavailable):
+            SESSIONS_ACTIVE.labels(name).set(await manager.store.active_sessions(name))
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,251 @@
+"""Request and response bodies of the HTTP API (pydantic v2); the examples appear in /docs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+class ParameterInfo(BaseModel):
+    name: str
+    unit: str
+    bounds: tuple[float, float]
+
+
+class SensorInfo(BaseModel):
+    index: int
+    coordinates: list[float]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str
+    problem: str
+    d_s: int
+    d_u: int
+    d_y: int
+    channels: list[str]
+    channel_units: list[str]
+    parameters: list[ParameterInfo]
+    default_ensemble_size: int
+    time_per_step_s: float
+    noise_levels: list[float]
+
+
+class ModelDetail(ModelSummary):
+    domain: dict[str, tuple[float, float]]
+    grid_shape: list[int] | None = Field(default=None, description="points per axis of the training grid")
+    sensor_channels: list[str]
+    sensors: list[SensorInfo]
+    observation_keys: list[str] = Field(
+        description="names of the d_y observed values in the order a 'values' list must follow"
+    )
+    filter_defaults: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------- sessions
+
+
+class FilterOverrides(_Body):
+    """EnSF settings for one session; unset fields take the bundle's defaults."""
+
+    eps_a: float | None = Field(default=None, gt=0, le=1)
+    eps_b: float | None = Field(default=None, ge=0, lt=1)
+    n_steps: int | None = Field(default=None, ge=1, le=1000, description="K, reverse-SDE steps")
+    scale: float | None = Field(default=None, gt=0, le=1e6)
+    prior_score: Literal["paired", "mixture"] | None = None
+    damping: bool | None = None
+    inflation: float | None = Field(default=None, gt=0, le=10)
+    rtps: float | None = Field(default=None, ge=0, le=1)
+    param_random_walk: float | None = Field(
+        default=None, ge=0, le=1, description="std in scaled units [-1, 1]"
+    )
+
+
+class SessionCreate(_Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "sw",
+                    "ensemble_size": 20,
+                    "seed": 7,
+                    "filter": {"n_steps": 100},
+                    "parameter_prior": {"x0": [-500000.0, 0.0], "y0": [-500000.0, 0.0]},
+                }
+            ]
+        },
+    )
+
+    model: str = Field(min_length=1, max_length=200)
+    ensemble_size: int | None = Field(default=None, ge=2, description="N; default: the bundle's")
+    seed: int | None = Field(default=None, ge=0, lt=2**63, description="default: random")
+    filter: FilterOverrides = Field(default_factory=FilterOverrides)
+    parameter_prior: dict[str, tuple[Finite, Finite]] | None = Field(
+        default=None, description="uniform prior bounds per parameter (physical units, within the model's)"
+    )
+
+
+class ParameterEstimate(BaseModel):
+    mean: float
+    std: float
+
+
+class SessionInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "mZ4w0y5m3Qm8k2p7r1c9VQxLtA0Zb3Hd",
+                    "model": "sw",
+                    "model_version": "1",
+                    "ensemble_size": 20,
+                    "seed": 7,
+                    "filter": {"eps_a": 0.5, "eps_b": 0.0, "n_steps": 100, "scale": 100.0},
+                    "parameter_prior": {"x0": [-500000.0, 0.0], "y0": [-500000.0, 0.0]},
+                    "step": -1,
+                    "next_step": 0,
+                    "created": 1760000000.0,
+                    "updated": 1760000000.0,
+                    "expires_in_s": 86400,
+                    "parameters": {"x0": {"mean": -250000.0, "std": 144000.0}},
+                }
+            ]
+        }
+    )
+
+    session_id: str
+    model: str
+    model_version: str
+    ensemble_size: int
+    seed: int
+    filter: dict[str, Any]
+    parameter_prior: dict[str, tuple[float, float]]
+    step: int = Field(description="last assimilated step, -1 before the first")
+    next_step: int
+    created: float
+    updated: float
+    expires_in_s: int
+    parameters: dict[str, ParameterEstimate]
+
+
+# ------------------------------------------------------------------------------------ observations
+
+
+class ObservationPost(_Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"step": 0, "values": [0.0, 0.01, -0.02], "noise_level": 0.05},
+                {"step": 1, "values": {"eta:0": 0.01, "eta:1": 0.0}, "noise_level": 0.0},
+            ]
+        },
+    )
+
+    step: int = Field(ge=0, description="0 for the first observation, then 1, 2, ... in order")
+    values: list[Finite] | dict[str, Finite] = Field(
+        description="d_y physical sensor values in the model's observation order, or a mapping "
+        "'<channel>:<sensor index>' -> value holding every sensor"
+    )
+    noise_level: Finite = Field(default=0.0, ge=0, description="relative sensor noise (0.05 = 5 %)")
+
+
+class Diagnostics(BaseModel):
+    spread: float = Field(description="RMS over latent dimensions of the analysis member std")
+    innovation: float = Field(description="RMS of (encoded observation - forecast mean) / latent noise")
+    batch_size: int = Field(description="sessions assimilated in the same batched call")
+
+
+class ObservationResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "step": 0,
+                    "parameters": {"x0": {"mean": -251000.0, "std": 40000.0}},
+                    "diagnostics": {"spread": 0.02, "innovation": 1.3, "batch_size": 1},
+                    "timings_ms": {"encode": 0.2, "forecast": 0.1, "ensf": 1.1, "store": 0.3, "total": 2.4},
+                }
+            ]
+        }
+    )
+
+    step: int
+    parameters: dict[str, ParameterEstimate]
+    diagnostics: Diagnostics
+    timings_ms: dict[str, float]
+
+
+class ParameterStats(BaseModel):
+    mean: float
+    std: float
+    q05: float
+    q95: float
+    unit: str
+    bounds: tuple[float, float]
+
+
+class ParametersAnswer(BaseModel):
+    step: int
+    parameters: dict[str, ParameterStats]
+
+
+# ------------------------------------------------------------------------------------------ fields
+
+Stat = Literal["mean", "std", "members"]
+
+
+def _mean_only() -> list[Stat]:
+    return ["mean"]
+
+
+class FieldQuery(_Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"points": [[-250000.0, -250000.0], [0.0, 0.0]], "stats": ["mean", "std"]},
+                {"points": [[0.0, 0.0]], "step": 3, "stats": ["mean"], "channels": ["eta"]},
+            ]
+        },
+    )
+
+    # plain floats: NaN/inf and the domain are checked on the array, much faster for 1e5 points
+    points: list[list[float]] = Field(description="query points [x, y] in physical units, inside the domain")
+    step: int | None = Field(default=None, ge=0, description="a past step; default: the current")
+    time: Finite | None = Field(default=None, ge=0, description="or the time in s (step x time_per_step_s)")
+    stats: list[Stat] = Field(default_factory=_mean_only, min_length=1)
+    method: Literal["latent-mean", "ensemble"] | None = Field(
+        default=None,
+        description="latent-mean: decode the mean latent state once (fast, 'mean' only); ensemble: decode "
+        "every member (mean and std over members). Default: latent-mean when only the mean is asked for",
+    )
+    channels: list[str] | None = Field(default=None, description="default: every channel")
+
+
+class FieldAnswer(BaseModel):
+    step: int
+    time_s: float
+    method: str
+    channels: list[str]
+    n_points: int
+    mean: dict[str, list[float]] | None = None
+    std: dict[str, list[float]] | None = None
+    members: dict[str, list[list[float]]] | None = None
+
+
+class ErrorAnswer(BaseModel):
+    detail: str = Field(description="what went wrong and what to change")

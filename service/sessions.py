@@ -1,0 +1,372 @@
+"""Sessions: create, read, delete, and assimilate one observation with the rules of DESIGN.md section 6.
+
+Steps come in order (0, 1, 2, ...). Re-posting an assimilated step with the same payload returns the
+stored answer; a different payload for it, or a step that skips ahead, is 409 naming the step
+expected. Within a process, requests for one session are serialised by a lock, so simultaneous
+re-posts assimilate once; across processes the store's compare-and-set on the version lets exactly
+one writer win and the others answer from what it stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import secrets
+import struct
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.batcher import MicroBatcher
+from service.engine import UpdateInput, UpdateOutput, effective_filter, ensf_config
+from service.errors import BadInput, Conflict, NotFound, ServiceError
+from service.locks import KeyedLocks
+from service.metrics import ENSEMBLE_SPREAD, OBSERVATIONS, UPDATE_DURATION
+from service.runtime import ModelRuntime
+from service.schemas import ObservationPost, SessionCreate
+from service.settings import Settings
+from service.state import (
+    STATE_FIELDS,
+    SessionMeta,
+    SessionState,
+    ensemble_field,
+    generator_state,
+    result_field,
+)
+from service.stores import SessionStore, session_key
+
+SESSION_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def parameter_summary(runtime: ModelRuntime, ensemble: np.ndarray) -> dict[str, dict[str, float]]:
+    """Ensemble mean and std (ddof 1) of each parameter, physical units."""
+    u = runtime.unscale_params(ensemble[:, runtime.manifest.d_s :])
+    mean, std = u.mean(axis=0), u.std(axis=0, ddof=1)
+    return {
+        name: {"mean": float(mean[j]), "std": float(std[j])}
+        for j, name in enumerate(runtime.manifest.parameters)
+    }
+
+
+def payload_digest(y: np.ndarray, noise_level: float) -> str:
+    """Identifies a posted observation whatever its form (list or mapping)."""
+    return hashlib.sha256(y.tobytes() + struct.pack("<d", noise_level)).hexdigest()
+
+
+class SessionManager:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SessionStore,
+        models: dict[str, ModelRuntime],
+        batcher: MicroBatcher,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.models = models
+        self.batcher = batcher
+        self.locks = KeyedLocks()
+
+    # ------------------------------------------------------------------------------ lookups
+
+    def key(self, tenant: str, session_id: str) -> str:
+        return session_key(self.settings.redis_prefix, tenant, session_id)
+
+    def runtime(self, name: str) -> ModelRuntime:
+        runtime = self.models.get(name)
+        if runtime is None:
+            raise NotFound(f"unknown model {name!r}; this server has {sorted(self.models)} (GET /v1/models)")
+        return runtime
+
+    def not_found(self, session_id: str) -> NotFound:
+        return NotFound(
+            f"session {session_id!r} not found: the id is unknown, the session was deleted, or it expired "
+            f"after {self.settings.session_ttl_s} s without updates (sessions belong to the API key that "
+            "created them); create a new one with POST /v1/sessions"
+        )
+
+    async def load(self, tenant: str, session_id: str, extra: tuple[str, ...] = ()) -> SessionState:
+        if not (0 < len(session_id) <= 64 and set(session_id) <= SESSION_ID_CHARS):
+            raise self.not_found(session_id)
+        found = await self.store.read(self.key(tenant, session_id), [*STATE_FIELDS, *extra])
+        if found is None:
+            raise self.not_found(session_id)
+        version, values = found
+        state = SessionState.from_fields(version, values[: len(STATE_FIELDS)])
+        state.extra = {
+            name: value
+            for name, value in zip(extra, values[len(STATE_FIELDS) :], strict=True)
+            if value is not None
+        }
+        return state
+
+    def runtime_of(self, meta: SessionMeta) -> ModelRuntime:
+        runtime = self.runtime(meta.model)
+        if runtime.version != meta.model_version:
+            raise Conflict(
+                f"session {meta.session_id!r} runs model {meta.model!r} version {meta.model_version}, but "
+                f"this server has version {runtime.version}; create a new session"
+            )
+        return runtime
+
+    def info(self, state: SessionState) -> dict[str, Any]:
+        meta = state.meta
+        runtime = self.runtime(meta.model)
+        return {
+            "session_id": meta.session_id,
+            "model": meta.model,
+            "model_version": meta.model_version,
+            "ensemble_size": meta.ensemble_size,
+            "seed": meta.seed,
+            "filter": meta.filter,
+            "parameter_prior": dict(zip(runtime.manifest.parameters, meta.parameter_prior, strict=True)),
+            "step": meta.step,
+            "next_step": meta.step + 1,
+            "created": meta.created,
+            "updated": meta.updated,
+            "expires_in_s": max(0, round(meta.updated + self.settings.session_ttl_s - time.time())),
+            "parameters": parameter_summary(runtime, state.ensemble),
+        }
+
+    # ------------------------------------------------------------------------------ create / delete
+
+    async def create(self, tenant: str, body: SessionCreate) -> dict[str, Any]:
+        runtime = self.runtime(body.model)
+        m = runtime.manifest
+        size = body.ensemble_size or m.filter_defaults.ensemble_size
+        if size > self.settings.max_ensemble:
+            raise BadInput(
+                f"ensemble_size {size} exceeds this server's limit of {self.settings.max_ensemble} "
+                "(LDENSF_MAX_ENSEMBLE)"
+            )
+        settings = effective_filter(runtime, body.filter.model_dump())
+        try:
+            ensf_config(runtime, settings)
+        except ValueError as err:
+            raise BadInput(f"filter: {err}") from None
+        bounds = self._prior_bounds(runtime, body.parameter_prior)
+        seed = body.seed if body.seed is not None else secrets.randbits(63)
+
+        generator = torch.Generator().manual_seed(seed)
+        lo, hi = np.array(bounds).T
+        u = lo + (hi - lo) * torch.rand((size, m.d_u), generator=generator, dtype=torch.float64).numpy()
+        # LDNet latents start at s = 0 (the first stored latent is one step in); all spread is in u.
+        ensemble = np.concatenate([np.zeros((size, m.d_s)), runtime.scale_params(u)], axis=1)
+        lstm = np.zeros((m.graphs.encoder_layers, m.graphs.encoder_hidden), dtype=np.float32)
+        now = time.time()
+        for _ in range(3):
+            session_id = secrets.token_urlsafe(24)
+            meta = SessionMeta(
+                session_id=session_id,
+                model=runtime.name,
+                model_version=runtime.version,
+                ensemble_size=size,
+                seed=seed,
+                filter=settings,
+                parameter_prior=bounds,
+                created=now,
+                updated=now,
+                lstm_shape=(lstm.shape[0], lstm.shape[1]),
+            )
+            state = SessionState(meta, 0, ensemble.astype(np.float32), lstm, lstm, generator_state(generator))
+            key = self.key(tenant, session_id)
+            if await self.store.create(key, runtime.name, state.fields(), self.settings.session_ttl_s):
+                return self.info(state)
+        raise RuntimeError("could not find an unused session id")  # 2^-144 collisions, three times
+
+    def _prior_bounds(
+        self, runtime: ModelRuntime, prior: dict[str, tuple[float, float]] | None
+    ) -> list[tuple[float, float]]:
+        m = runtime.manifest
+        bounds = [tuple(b) for b in m.parameter_bounds]
+        if not prior:
+            return [(float(lo), float(hi)) for lo, hi in bounds]
+        unknown = sorted(set(prior) - set(m.parameters))
+        if unknown:
+            raise BadInput(f"parameter_prior names unknown parameter(s) {unknown}; model has {m.parameters}")
+        result = []
+        for name, (lo_m, hi_m) in zip(m.parameters, bounds, strict=True):
+            lo, hi = prior.get(name, (lo_m, hi_m))
+            if not lo < hi:
+                raise BadInput(
+                    f"parameter_prior[{name!r}] = [{lo}, {hi}] is empty; give [low, high] with low < high"
+                )
+            if lo < lo_m or hi > hi_m:
+                raise BadInput(
+                    f"parameter_prior[{name!r}] = [{lo}, {hi}] leaves the model's trained range "
+                    f"[{lo_m}, {hi_m}]"
+                )
+            result.append((float(lo), float(hi)))
+        return result
+
+    async def delete(self, tenant: str, session_id: str) -> None:
+        state = await self.load(tenant, session_id)
+        if not await self.store.delete(self.key(tenant, session_id), state.meta.model):
+            raise self.not_found(session_id)
+
+    # ------------------------------------------------------------------------------ observations
+
+    async def observe(
+        self, tenant: str, session_id: str, body: ObservationPost
+    ) -> tuple[dict[str, Any], bool]:
+        """Assimilate ``body``; returns (answer, replayed)."""
+        started = time.perf_counter()
+        key = self.key(tenant, session_id)
+        model = "unknown"
+        try:
+            async with self.locks.hold(key):
+                with self.batcher.expecting():
+                    state = await self.load(tenant, session_id)
+                    model = state.meta.model
+                    runtime = self.runtime_of(state.meta)
+                    y = runtime.observation(body.values)
+                    noise_std = runtime.latent_noise(body.noise_level)
+                    digest = payload_digest(y, body.noise_level)
+                    if body.step <= state.meta.step:
+                        answer = await self._replay(key, session_id, state.meta.step, body.step, digest)
+                        OBSERVATIONS.labels(model, "replayed").inc()
+                        return answer, True
+                    if body.step != state.meta.step + 1:
+                        raise Conflict(
+                            f"step {body.step} skips ahead: session {session_id!r} expects step "
+                            f"{state.meta.step + 1} next (steps are assimilated in order)"
+                        )
+                    item = UpdateInput(
+                        y_net=runtime.normalise_observation(y),
+                        noise_std=noise_std,
+                        ensemble=state.ensemble,
+                        h=state.h,
+                        c=state.c,
+                        rng=state.rng,
+                        config=ensf_config(runtime, state.meta.filter),
+                    )
+                output = await self.batcher.submit(runtime, item)
+                answer, replayed = await self._store_update(
+                    key, session_id, state, runtime, body.step, output, digest
+                )
+        except ServiceError as err:
+            OBSERVATIONS.labels(model, _outcome(err)).inc()
+            raise
+        except Exception:
+            OBSERVATIONS.labels(model, "error").inc()
+            raise
+        total = time.perf_counter() - started
+        if not replayed:
+            answer["timings_ms"]["total"] = round(total * 1e3, 3)
+            UPDATE_DURATION.labels(model, "total").observe(total)
+        OBSERVATIONS.labels(model, "replayed" if replayed else "assimilated").inc()
+        return answer, replayed
+
+    async def _replay(
+        self, key: str, session_id: str, current: int, step: int, digest: str
+    ) -> dict[str, Any]:
+        found = await self.store.read(key, [result_field(step)])
+        if found is None:
+            raise self.not_found(session_id)
+        raw = found[1][0]
+        if raw is None:
+            raise Conflict(
+                f"step {step} is older than the {self.settings.history_steps} steps this server keeps; "
+                f"session {session_id!r} expects step {current + 1} next"
+            )
+        stored = json.loads(raw)
+        if stored["digest"] != digest:
+            raise Conflict(
+                f"step {step} was already assimilated with different values or noise level; a re-post must "
+                f"repeat the same payload. Session {session_id!r} expects step {current + 1} next"
+            )
+        answer: dict[str, Any] = stored["answer"]
+        return answer
+
+    async def _store_update(
+        self,
+        key: str,
+        session_id: str,
+        state: SessionState,
+        runtime: ModelRuntime,
+        step: int,
+        output: UpdateOutput,
+        digest: str,
+    ) -> tuple[dict[str, Any], bool]:
+        model = runtime.name
+        ensemble = output.ensemble.astype(np.float32)
+        spread = float(np.sqrt(ensemble.var(axis=0, ddof=1).mean()))
+        answer: dict[str, Any] = {
+            "step": step,
+            "parameters": parameter_summary(runtime, ensemble),
+            "diagnostics": {
+                "spread": spread,
+                "innovation": output.innovation,
+                "batch_size": output.batch_size,
+            },
+            "timings_ms": {k: round(v * 1e3, 3) for k, v in output.timings.items()},
+        }
+        meta = dataclasses.replace(state.meta, step=step, updated=time.time())
+        new_state = SessionState(meta, state.version + 1, ensemble, output.h, output.c, output.rng)
+        fields = new_state.fields()
+        fields[ensemble_field(step)] = fields["ensemble"]
+        fields[result_field(step)] = json.dumps({"digest": digest, "answer": answer}).encode()
+        old = step - self.settings.history_steps
+        delete = [ensemble_field(old), result_field(old)] if old >= 0 else []
+
+        started = time.perf_counter()
+        written = await self.store.compare_and_set(
+            key, model, state.version, fields, self.settings.session_ttl_s, delete
+        )
+        store_s = time.perf_counter() - started
+        if written is None:
+            raise self.not_found(session_id)
+        if not written:
+            # Another process advanced this session meanwhile: answer as a re-post would.
+            return await self._after_lost_race(key, session_id, step, digest), True
+        for stage, seconds in output.timings.items():
+            UPDATE_DURATION.labels(model, stage).observe(seconds)
+        UPDATE_DURATION.labels(model, "store").observe(store_s)
+        ENSEMBLE_SPREAD.labels(model).observe(spread)
+        answer = {**answer, "timings_ms": {**answer["timings_ms"], "store": round(store_s * 1e3, 3)}}
+        return answer, False
+
+    async def _after_lost_race(self, key: str, session_id: str, step: int, digest: str) -> dict[str, Any]:
+        found = await self.store.read(key, ["meta"])
+        if found is None or found[1][0] is None:
+            raise self.not_found(session_id)
+        current = SessionMeta.from_bytes(found[1][0]).step
+        if current < step:
+            raise Conflict(f"session {session_id!r} changed while step {step} was assimilated; post it again")
+        return await self._replay(key, session_id, current, step, digest)
+
+
+def _outcome(err: ServiceError) -> str:
+    return {409: "conflict", 429: "throttled", 503: "unavailable"}.get(err.status, "rejected")
+
+
+async def store_roundtrip(manager: SessionManager, tenant: str, session_id: str) -> dict[str, Any]:
+    """The Redis work of one update without the model: the same reads and the same writes of the same
+    bytes (state, history entry, answer). ``ldensf bench service`` measures its throughput as the floor
+    that an update's throughput is compared with."""
+    key = manager.key(tenant, session_id)
+    async with manager.locks.hold(key):
+        state = await manager.load(tenant, session_id)
+        runtime = manager.runtime_of(state.meta)
+        step = state.meta.step + 1
+        answer = {
+            "step": step,
+            "parameters": parameter_summary(runtime, state.ensemble),
+            "diagnostics": {"spread": 0.0, "innovation": 0.0, "batch_size": 1},
+            "timings_ms": {"encode": 0.0, "forecast": 0.0, "ensf": 0.0},
+        }
+        meta = dataclasses.replace(state.meta, step=step, updated=time.time())
+        fields = SessionState(meta, state.version + 1, state.ensemble, state.h, state.c, state.rng).fields()
+        fields[ensemble_field(step)] = fields["ensemble"]
+        fields[result_field(step)] = json.dumps({"digest": "0" * 64, "answer": answer}).encode()
+        old = step - manager.settings.history_steps
+        delete = [ensemble_field(old), result_field(old)] if old >= 0 else []
+        written = await manager.store.compare_and_set(
+            key, runtime.name, state.version, fields, manager.settings.session_ttl_s, delete
+        )
+        if not written:
+            raise Conflict("session changed meanwhile")
+        return answer

@@ -1,0 +1,58 @@
+"""What a session store offers: one hash of named byte fields per session, created once, read by field
+name, and replaced atomically by a compare-and-set on its ``version`` field, with a TTL refreshed on
+every write. A store also counts the live sessions of each model and the sessions that expired."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+
+Fields = Mapping[str, bytes]
+
+
+def session_key(prefix: str, tenant: str, session_id: str) -> str:
+    # The hash tag covers tenant and session, so a Redis Cluster spreads sessions over slots.
+    return f"{prefix}:{{{tenant}:{session_id}}}"
+
+
+class SessionStore(ABC):
+    @abstractmethod
+    async def create(self, key: str, model: str, fields: Fields, ttl_s: int) -> bool:
+        """Store a new session; False if ``key`` already exists (nothing written)."""
+
+    @abstractmethod
+    async def read(self, key: str, names: Sequence[str]) -> tuple[int, list[bytes | None]] | None:
+        """(version, the named fields with None for absent ones), or None when the session does not exist."""
+
+    @abstractmethod
+    async def compare_and_set(
+        self,
+        key: str,
+        model: str,
+        expected_version: int,
+        fields: Fields,
+        ttl_s: int,
+        delete: Sequence[str] = (),
+    ) -> bool | None:
+        """Write ``fields`` and drop ``delete`` only if the stored ``version`` is ``expected_version``
+        (all or nothing). True: written; False: the version moved; None: the session is gone."""
+
+    @abstractmethod
+    async def delete(self, key: str, model: str) -> bool:
+        """Remove a session; False if it did not exist."""
+
+    @abstractmethod
+    async def active_sessions(self, model: str) -> int:
+        """Sessions of ``model`` that have not expired."""
+
+    @abstractmethod
+    async def sweep_expired(self, models: Sequence[str]) -> int:
+        """Forget expired sessions in the per-model counts; returns how many expired since the last sweep
+        (each counted once, whichever process sweeps)."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise :class:`service.errors.StoreUnavailable` when the store cannot be reached."""
+
+    @abstractmethod
+    async def close(self) -> None: ...

@@ -1,0 +1,151 @@
+"""The Redis store (redis-py asyncio with the hiredis parser).
+
+One hash per session under a hash-tagged key; creation and compare-and-set are Lua scripts, so a
+write is all or nothing and two processes can never both advance one version. A sorted set per model
+(``<prefix>:active:<model>``, member = session key, score = expiry time in ms) counts live sessions
+and lets :meth:`sweep_expired` count each expiry exactly once across processes. Any Redis failure is
+raised as :class:`service.errors.StoreUnavailable` (answered 503).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from service.errors import StoreUnavailable
+from service.stores.base import Fields, SessionStore
+
+T = TypeVar("T")
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# ARGV: expected version, ttl ms, number of fields to delete, their names, then name/value pairs.
+_COMPARE_AND_SET = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if current == false then return -1 end
+if current ~= ARGV[1] then return 0 end
+local n_delete = tonumber(ARGV[3])
+if n_delete > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 4, 3 + n_delete)) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4 + n_delete))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError, OSError)
+
+
+class RedisStore(SessionStore):
+    def __init__(self, url: str, *, prefix: str = "ldensf", timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+        )
+        self._create = self.client.register_script(_CREATE)
+        self._cas = self.client.register_script(_COMPARE_AND_SET)
+
+    def _index(self, model: str) -> str:
+        return f"{self.prefix}:active:{model}"
+
+    async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await operation()
+        except _FAILURES as err:
+            raise StoreUnavailable(
+                f"the session store (Redis) is unavailable ({what}: {type(err).__name__}); nothing was "
+                "changed, retry shortly"
+            ) from None
+
+    async def _index_add(self, model: str, key: str, ttl_s: int) -> None:
+        await self.client.zadd(self._index(model), {key: time.time() * 1000 + ttl_s * 1000})
+
+    async def create(self, key: str, model: str, fields: Fields, ttl_s: int) -> bool:
+        args: list[Any] = [ttl_s * 1000]
+        for name, value in fields.items():
+            args += [name, value]
+
+        async def run() -> bool:
+            created = bool(await self._create(keys=[key], args=args))
+            if created:
+                await self._index_add(model, key, ttl_s)
+            return created
+
+        return await self._call("create", run)
+
+    async def read(self, key: str, names: Sequence[str]) -> tuple[int, list[bytes | None]] | None:
+        async def run() -> tuple[int, list[bytes | None]] | None:
+            values = await self.client.hmget(key, ["version", *names])
+            if values[0] is None:
+                return None
+            return int(values[0]), [
+                v if v is None or isinstance(v, bytes) else v.encode() for v in values[1:]
+            ]
+
+        return await self._call("read", run)
+
+    async def compare_and_set(
+        self,
+        key: str,
+        model: str,
+        expected_version: int,
+        fields: Fields,
+        ttl_s: int,
+        delete: Sequence[str] = (),
+    ) -> bool | None:
+        args: list[Any] = [str(expected_version), ttl_s * 1000, len(delete), *delete]
+        for name, value in fields.items():
+            args += [name, value]
+
+        async def run() -> bool | None:
+            outcome = int(await self._cas(keys=[key], args=args))
+            if outcome == 1:
+                await self._index_add(model, key, ttl_s)
+            return None if outcome < 0 else outcome == 1
+
+        return await self._call("write", run)
+
+    async def delete(self, key: str, model: str) -> bool:
+        async def run() -> bool:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(key)
+                pipe.zrem(self._index(model), key)
+                deleted, _ = await pipe.execute()
+            return bool(deleted)
+
+        return await self._call("delete", run)
+
+    async def active_sessions(self, model: str) -> int:
+        return await self._call(
+            "count", lambda: self.client.zcount(self._index(model), f"({time.time() * 1000}", "+inf")
+        )
+
+    async def sweep_expired(self, models: Sequence[str]) -> int:
+        async def run() -> int:
+            now = time.time() * 1000
+            removed = 0
+            for model in models:
+                expired = await self.client.zrangebyscore(self._index(model), "-inf", now)
+                if expired:
+                    # ZREM answers how many it removed, so concurrent sweepers never count twice.
+                    removed += int(await self.client.zrem(self._index(model), *expired))
+            return removed
+
+        return await self._call("sweep", run)
+
+    async def ping(self) -> None:
+        await self._call("ping", self.client.ping)
+
+    async def close(self) -> None:
+        await self.client.aclose()
