@@ -35,6 +35,9 @@ class OptimConfig:
     """"step" (StepLR: times step_lr_gamma every step_lr_size epochs, as the paper) or "cosine"
     (cosine decay from lr to min_lr over the stage's epochs)."""
     min_lr: float = 0.0
+    precision: str = "fp32"
+    """"fp32", or "bf16": forward passes under torch.autocast in bfloat16 (weights, optimiser and
+    loss stay float32). On CPUs with AMX or AVX512-BF16 and on recent GPUs this is 2-4x faster."""
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -49,6 +52,8 @@ class OptimConfig:
             raise ValueError(f"schedule must be 'step' or 'cosine' (got {self.schedule!r})")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"min_lr must be in [0, lr] (got {self.min_lr} with lr {self.lr})")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16' (got {self.precision!r})")
 
 
 class Task(Protocol):
@@ -105,6 +110,7 @@ def fit(
     metrics_path = out_dir / "metrics.jsonl"
     generator = seed_everything(seed)
     params = list(task.trainable_parameters())
+    device_type = params[0].device.type if params else "cpu"
     optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
     scheduler = learning_rate_schedule(optimizer, optim)
     start_epoch = 0
@@ -134,7 +140,8 @@ def fit(
         usable = len(batches) - len(batches) % size if len(batches) >= size else len(batches)
         for batch in batches[my_rank:usable:size]:
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(batch)
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=optim.precision == "bf16"):
+                loss = task.loss(batch).float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"{task.kind}:{stage} epoch {epoch + 1}: the loss became {loss.item()}; "

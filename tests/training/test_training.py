@@ -3,6 +3,7 @@ the dynamics untouched, resume must continue, and configs must reject bad keys a
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -216,9 +217,21 @@ def test_cosine_schedule_ends_at_min_lr_and_bad_schedules_are_refused() -> None:
         optimizer.step()
         scheduler.step()
         rates.append(scheduler.get_last_lr()[0])
-    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(rates))
     assert rates[-1] == pytest.approx(1e-4)
     with pytest.raises(ValueError, match="schedule must be"):
         OptimConfig(schedule="linear")
     with pytest.raises(ValueError, match="min_lr"):
         OptimConfig(lr=1e-3, min_lr=1e-2)
+
+
+def test_bf16_autocast_training_lowers_the_loss_and_keeps_float32_weights(tmp_path: Path) -> None:
+    train, val = travelling_bumps(16, 6, seed=0), travelling_bumps(4, 6, seed=1)
+    base = tiny_config()
+    config = replace(base, joint=replace(base.joint, precision="bf16", schedule="cosine"))
+    model = train_ldnet(train, val, unit_norm(), config, tmp_path, extra={}, progress=False)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert records[-1]["train_loss"] < records[0]["train_loss"] / 5
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(ValueError, match="precision must be"):
+        OptimConfig(precision="fp8")
