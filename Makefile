@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo redis clean bench
+.PHONY: install test lint typecheck pytest demo redis deploy-tools clean bench
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml
 redis:
 	@bash scripts/ensure-redis.sh
 
+# promtool and prometheus (tests of the alert rules and of a real scrape) and docker-compose 1.29
+# (validates docker-compose.yml) from Debian's packages
+deploy-tools:
+	@bash scripts/ensure-deploy-tools.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -28,7 +33,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install redis
+pytest: install redis deploy-tools
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
