@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ldensf.commands import bench, bundle, data, experiment, export, train
+from ldensf.commands import bench, bundle, data, experiment, export, serve, train
 
 app = typer.Typer(
     name="ldensf",
@@ -20,6 +20,8 @@ app.add_typer(train.app, name="train")
 app.command("calibrate")(train.calibrate_command)
 app.command("export")(export.export_command)
 app.add_typer(bundle.app, name="bundle")
+app.command("serve")(serve.serve_command)
+app.command("demo")(serve.demo_command)
 
 
 @app.command()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from service.auth import Tenant
 from service.deps import Fields
@@ -18,8 +20,19 @@ router = APIRouter(prefix="/v1/sessions", tags=["fields"])
     response_model=FieldAnswer,
     responses={**ERRORS, 413: {"model": ErrorAnswer}, 422: {"model": ErrorAnswer}},
     summary="Decode the field at points: mean (and std, members) for the current or an earlier step",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": FieldQuery.model_json_schema()}},
+        }
+    },
 )
-async def query_field(session_id: str, query: FieldQuery, tenant: Tenant, fields: Fields) -> FastJSON:
+async def query_field(session_id: str, request: Request, tenant: Tenant, fields: Fields) -> FastJSON:
+    # pydantic's own JSON parser: for 1e5 points it is several times faster than json.loads + validation
+    try:
+        query = FieldQuery.model_validate_json(await request.body())
+    except ValidationError as err:
+        raise RequestValidationError(err.errors(include_url=False)) from None
     return FastJSON(await fields.query(tenant, session_id, query))
 
 

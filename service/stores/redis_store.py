@@ -109,10 +109,13 @@ class RedisStore(SessionStore):
             args += [name, value]
 
         async def run() -> bool | None:
-            outcome = int(await self._cas(keys=[key], args=args))
-            if outcome == 1:
-                await self._index_add(model, key, ttl_s)
-            return None if outcome < 0 else outcome == 1
+            # One round trip: the index refresh rides along. XX only moves an existing entry, so a
+            # session deleted meanwhile is not put back; refreshing a live one is harmless.
+            async with self.client.pipeline(transaction=False) as pipe:
+                await self._cas(keys=[key], args=args, client=pipe)
+                pipe.zadd(self._index(model), {key: time.time() * 1000 + ttl_s * 1000}, xx=True)
+                outcome, _ = await pipe.execute()
+            return None if int(outcome) < 0 else int(outcome) == 1
 
         return await self._call("write", run)
 
