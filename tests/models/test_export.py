@@ -28,6 +28,7 @@ from models.onnx_export import (
     export_graphs,
     filter_defaults,
     graph_modules,
+    trajectory_inputs,
 )
 
 D_S, D_U, CHANNELS, SENSOR_CHANNELS = 3, 2, ["u", "eta"], ["u", "eta"]
@@ -164,6 +165,22 @@ def test_onnxruntime_matches_torch_at_other_sizes(exported_graphs: Path, name: s
 def test_parity_check_sees_a_different_network(exported_graphs: Path, name: str) -> None:
     other_ldnet, other_encoder = tiny_networks(seed=1)
     assert max_abs_diff(other_ldnet, other_encoder, exported_graphs, name, 5) > 1e-3
+
+
+def test_trajectory_inputs_reach_real_lstm_states_and_match_onnxruntime(exported_graphs: Path) -> None:
+    ldnet, encoder = tiny_networks()
+    sensor_xi = torch.as_tensor(SENSORS, dtype=torch.float32)
+    inputs = trajectory_inputs(ldnet, encoder, sensor_xi, [0, 1], generator=torch.Generator().manual_seed(3))
+    y, h, _c = inputs["encoder.onnx"]
+    assert y.shape == (8, D_Y) and h.abs().max() > 0.01  # states after several encoded steps
+    assert inputs["reconstruction.onnx"][1].shape == (23 * 23, 2)
+    for name, args in inputs.items():
+        with torch.no_grad():
+            expected = graph_modules(ldnet, encoder)[name](*args)
+        expected = (expected,) if isinstance(expected, torch.Tensor) else expected
+        session = ort.InferenceSession(str(exported_graphs / name), providers=["CPUExecutionProvider"])
+        got = session.run(None, {k: v.numpy() for k, v in zip(GRAPH_IO[name][0], args, strict=True)})
+        assert max(float(np.max(np.abs(e.numpy() - o))) for e, o in zip(expected, got, strict=True)) <= 1e-5
 
 
 def test_exported_signatures_have_dynamic_axes(exported_graphs: Path) -> None:
