@@ -101,9 +101,3 @@ def exposition() -> tuple[bytes, str]:
         prometheus_multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
-
-def mark_worker_dead(pid: int) -> None:
-    """Tell the multi-process files that worker ``pid`` exited (uvicorn's child_exit hook)."""
-    if multiprocess_enabled():
-        prometheus_multiprocess.mark_process_dead(pid)
