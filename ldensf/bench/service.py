@@ -238,13 +238,15 @@ def bench_service_command(
                     raise RuntimeError(f"the server did not start:\n{log.read_text()[-3000:]}")
                 typer.echo(f"server up on {base_url} ({label}); one session ...")
                 sid = client.create_session(manifest.name, ensemble_size=20, seed=0)["session_id"]
-                times = []
+                times, stages = [], []
                 for step in range(single_updates + 50):
                     started = time.perf_counter()
-                    client.observe(sid, step, values, 0.05)
+                    answer = client.observe(sid, step, values, 0.05)
                     if step >= 50:
                         times.append(time.perf_counter() - started)
+                        stages.append(answer["timings_ms"])
                 results["single"] = _percentiles(times)
+                results["stages"] = {k: float(np.median([s[k] for s in stages])) for k in stages[0]}
 
                 typer.echo(f"{sessions} sessions for {duration:.0f} s ...")
                 steps: dict[str, int] = {}
@@ -312,6 +314,8 @@ def bench_service_command(
     n_points = len(points)
     typer.echo(f"\nldensf bench service: {label}; uvicorn 1 worker, Redis {redis_url}")
     typer.echo(f"| one session, N = 20 ({single_updates} updates) | p50 {p50:.2f} ms | p99 {p99:.2f} ms |")
+    breakdown = ", ".join(f"{k} {v:.2f}" for k, v in results["stages"].items())
+    typer.echo(f"|   server-side medians (ms): {breakdown} |")
     typer.echo(
         f"| {sessions} sessions, {duration:.0f} s | p50 {m50:.2f} ms | p99 {m99:.2f} ms | "
         f"{rate:.0f} updates/s |"

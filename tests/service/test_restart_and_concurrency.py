@@ -150,3 +150,31 @@ def test_two_processes_racing_on_one_step_assimilate_once(make_app: AppFactory, 
     assert all(r.status_code == 200 for r in responses)
     assert len({str(r.json()["parameters"]) for r in responses}) == 1
     assert step == 0 and assimilations == 1
+
+
+def test_a_full_queue_answers_429(make_app: AppFactory, tiny) -> None:
+    """Past LDENSF_QUEUE_LIMIT queued updates a post gets 429 with Retry-After and changes nothing."""
+    obs = truth_observations(tiny[1])
+
+    async def scenario() -> tuple[list[httpx.Response], list[int]]:
+        async with async_client(make_app(queue_limit=1, batch_wait_ms=300.0)) as client:
+            sids = [
+                (await client.post("/v1/sessions", json={"model": "tiny", "seed": k})).json()["session_id"]
+                for k in range(6)
+            ]
+            body = {"step": 0, "values": obs[0], "noise_level": 0.05}
+            responses = await asyncio.gather(
+                *[client.post(f"/v1/sessions/{sid}/observations", json=body) for sid in sids]
+            )
+            steps = [(await client.get(f"/v1/sessions/{sid}")).json()["step"] for sid in sids]
+            return list(responses), steps
+
+    responses, steps = asyncio.run(scenario())
+    statuses = [r.status_code for r in responses]
+    assert 200 in statuses and 429 in statuses
+    for response, step in zip(responses, steps, strict=True):
+        if response.status_code == 429:
+            assert response.headers["Retry-After"] == "1" and "queue is full" in response.json()["detail"]
+            assert step == -1
+        else:
+            assert step == 0
