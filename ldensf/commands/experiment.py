@@ -141,3 +141,115 @@ def ensf_gaussian_command(
             row.variant, f"{row.mean_error:.3f}", f"{row.cov_error:.3f}", f"{row.variance_ratio:.3f}"
         )
     Console().print(table)
+
+
+def _parse_levels(text: str) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers such as 0,0.05,0.1,0.2 (got {text!r})", param_hint="--noise"
+        ) from None
+    return levels
+
+
+def _command_line(problem: str, out: Path, quick: bool) -> str:
+    import shlex
+    import sys
+
+    if Path(sys.argv[0]).name == "ldensf":
+        return shlex.join(["ldensf", *sys.argv[1:]])
+    return f"ldensf experiment paper --problem {problem} --out {out}" + (" --quick" if quick else "")
+
+
+@app.command("paper")
+def paper_command(
+    problem: str = typer.Option(..., help="sw (shallow water) | kf (Kolmogorov flow)"),
+    out: Path = typer.Option(..., "--out", help="report directory to write (report.md, metrics.json, PNGs)"),
+    noise: str = typer.Option("0,0.05,0.1,0.2", help="relative sensor-noise levels, comma-separated"),
+    methods: str = typer.Option(
+        "ldensf,latent-ensf,ensf,letkf,oracle", help="comma-separated subset of the default list"
+    ),
+    ensemble: int = typer.Option(20, "--ensemble", "-N", help="ensemble members N"),
+    trajectories: int = typer.Option(10, help="test trajectories (LD-EnSF and the oracle run on all)"),
+    full_trajectories: int | None = typer.Option(
+        None, help="trajectories for EnSF, LETKF and Latent-EnSF (true simulator); default 5 (sw) or 2 (kf)"
+    ),
+    frames: int | None = typer.Option(None, help="window length in frames (default: the paper's, 51 or 40)"),
+    bundle: Path | None = typer.Option(None, help="LD-EnSF bundle (default models/bundles/<sw|kf>)"),
+    vae: Path | None = typer.Option(
+        None, help="VAE export for Latent-EnSF (default models/bundles/<sw|kf>-vae)"
+    ),
+    data: Path | None = typer.Option(
+        None, help="dataset with the truths (default: simulate them on the fly)"
+    ),
+    split: str = typer.Option("test", help="test | val (tune on val, report on test)"),
+    seed: int = typer.Option(0, help="seed of truths, noise, prior draws and filters"),
+    timing_ensemble: int = typer.Option(100, help="ensemble of the Table 1 timing"),
+    threads: int = typer.Option(2, help="torch and onnxruntime threads"),
+    quick: bool = typer.Option(
+        False, "--quick", help="CI mode: 2 trajectories, N = 10, half the window, 10 % noise, ~1 minute"
+    ),
+    check: bool | None = typer.Option(
+        None,
+        "--check/--no-check",
+        help="exit 1 when a claim is missed (default: only --quick checks the ordering)",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing report at --out"),
+) -> None:
+    """Reproduce the LD-EnSF paper: EnSF, Latent-EnSF, LD-EnSF, LETKF and the oracle; figures and Table 1."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.experiments.paper import ConfigError, PaperConfig, ReportError, run_paper, write_report
+    from training.experiments.paper import quick as quick_mode
+    from training.experiments.paper.config import PROBLEMS
+    from training.experiments.paper.report import check_output
+
+    if problem not in PROBLEMS:
+        raise typer.BadParameter(f"choose sw or kf (got {problem!r})", param_hint="--problem")
+    bundles = Path(__file__).resolve().parents[2] / "models" / "bundles"
+    try:
+        config = PaperConfig(
+            problem=PROBLEMS[problem],
+            bundle=bundle or bundles / problem,
+            vae=vae or bundles / f"{problem}-vae",
+            data=data,
+            split=split,
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            noise_levels=_parse_levels(noise),
+            ensemble=ensemble,
+            trajectories=trajectories,
+            full_trajectories=full_trajectories,
+            frames=frames,
+            seed=seed,
+            timing_ensemble=timing_ensemble,
+            threads=threads,
+        )
+        if quick:
+            config = quick_mode(config)
+        check_output(out, overwrite)
+    except (ConfigError, ReportError) as err:
+        raise typer.BadParameter(str(err)) from None
+
+    console = Console(stderr=True)
+    try:
+        result = run_paper(config, log=lambda line: console.print(line))
+        path = write_report(result, out, _command_line(problem, out, quick), overwrite=overwrite)
+    except (ConfigError, ReportError) as err:
+        # typer vendors its own click, so click.ClickException would escape as a traceback.
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+
+    table = Table(title=f"paper reproduction, {config.problem} ({path})")
+    for column in ("claim", "measured", "verdict"):
+        table.add_column(column)
+    for item in result.checks:
+        table.add_row(item.claim, item.measured, {True: "met", False: "MISSED", None: "-"}[item.passed])
+    Console().print(table)
+    typer.echo(f"wrote {path / 'report.md'} in {result.seconds['total']:.0f} s")
+    must_check = quick if check is None else check
+    failed = [c for c in result.checks if c.passed is False and (check or c.name == "ordering")]
+    if must_check and failed:
+        typer.echo("claims missed: " + ", ".join(c.name for c in failed), err=True)
+        raise typer.Exit(code=1)
