@@ -14,6 +14,7 @@ shape (timing does not depend on the weights).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import subprocess
@@ -125,7 +126,13 @@ def _observation(manifest: Any, rng: np.random.Generator) -> list[float]:
 
 
 async def _post_loop(
-    port: int, path: str, values: list[float], steps: dict[str, int], sid: str, deadline: float
+    port: int,
+    path: str,
+    values: list[float],
+    steps: dict[str, int],
+    sid: str,
+    deadline: float,
+    limit: int | None = None,
 ) -> list[float]:
     """One client on its own keep-alive connection, posting the next step as soon as an answer comes.
 
@@ -137,7 +144,7 @@ async def _post_loop(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     latencies = []
     try:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and (limit is None or len(latencies) < limit):
             body = encode_json({"step": steps[sid], "values": values, "noise_level": 0.05})
             head = (
                 f"POST {path.format(sid=sid)} HTTP/1.1\r\nhost: 127.0.0.1\r\n"
@@ -238,14 +245,17 @@ def bench_service_command(
                     raise RuntimeError(f"the server did not start:\n{log.read_text()[-3000:]}")
                 typer.echo(f"server up on {base_url} ({label}); one session ...")
                 sid = client.create_session(manifest.name, ensemble_size=20, seed=0)["session_id"]
-                times, stages = [], []
-                for step in range(single_updates + 50):
-                    started = time.perf_counter()
-                    answer = client.observe(sid, step, values, 0.05)
-                    if step >= 50:
-                        times.append(time.perf_counter() - started)
-                        stages.append(answer["timings_ms"])
+                stages = [client.observe(sid, step, values, 0.05)["timings_ms"] for step in range(50)]
+                single = {sid: 50}
+                times = asyncio.run(
+                    _post_loop(
+                        port, "/v1/sessions/{sid}/observations", values, single, sid, math.inf, single_updates
+                    )
+                )
                 results["single"] = _percentiles(times)
+                stages = [
+                    client.observe(sid, single[sid] + k, values, 0.05)["timings_ms"] for k in range(100)
+                ]
                 results["stages"] = {k: float(np.median([s[k] for s in stages])) for k in stages[0]}
 
                 typer.echo(f"{sessions} sessions for {duration:.0f} s ...")
