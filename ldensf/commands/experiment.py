@@ -153,6 +153,13 @@ def _parse_levels(text: str) -> tuple[float, ...]:
     return levels
 
 
+def _key_value(setting: str) -> tuple[str, str]:
+    key, sep, value = setting.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise typer.BadParameter(f"expected KEY=VALUE, got {setting!r}", param_hint="--ldensf-filter")
+    return key.strip(), value.strip()
+
+
 def _command_line(problem: str, out: Path, quick: bool) -> str:
     import shlex
     import sys
@@ -196,6 +203,9 @@ def paper_command(
         help="exit 1 when a claim is missed (default: only --quick checks the ordering)",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing report at --out"),
+    ldensf_filter: list[str] | None = typer.Option(
+        None, "--ldensf-filter", help="override an LD-EnSF filter default, e.g. eps_a=0.3 (repeatable)"
+    ),
 ) -> None:
     """Reproduce the LD-EnSF paper: EnSF, Latent-EnSF, LD-EnSF, LETKF and the oracle; figures and Table 1."""
     from rich.console import Console
@@ -225,6 +235,7 @@ def paper_command(
             seed=seed,
             timing_ensemble=timing_ensemble,
             threads=threads,
+            ldensf_filter=tuple(_key_value(item) for item in ldensf_filter or []),
         )
         if quick:
             config = quick_mode(config)

@@ -15,9 +15,11 @@ the window, >= 10 trajectories):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from filters.ensf import EnSFConfig
 
@@ -84,6 +86,9 @@ class PaperConfig:
     full_ensf: EnSFConfig = field(default_factory=lambda: EnSFConfig(n_steps=100, eps_a=0.5, eps_b=0.025))
     # Latent-EnSF: the VAE prior is N(0, I), so the latent needs no scaling.
     latent_ensf: EnSFConfig = field(default_factory=lambda: EnSFConfig(n_steps=100, eps_a=0.5, eps_b=0.0))
+    # LD-EnSF runs the bundle's filter defaults; these EnSFConfig fields override them (tuned on
+    # validation trajectories, written into the report).
+    ldensf_filter: tuple[tuple[str, Any], ...] = ()
     letkf_radius: float | None = None  # grid points; None: the problem's default
     letkf_inflation: float = 1.1
     letkf_stride: int = 5  # analysis lattice of the weight interpolation, grid points
@@ -122,6 +127,7 @@ class PaperConfig:
             raise ConfigError(f"list each noise level once, increasing (got {list(self.noise_levels)})")
         if self.split not in ("val", "test"):
             raise ConfigError(f"split must be 'val' or 'test' (got {self.split!r})")
+        ldensf_filter_overrides(self.ldensf_filter)
         minimum = {
             "ensemble": 2,  # a spread needs two members
             "timing_ensemble": 2,
@@ -170,6 +176,41 @@ class PaperConfig:
             else:
                 pairs.extend((method, level) for level in self.noise_levels)
         return pairs
+
+
+_ENSF_FIELDS = {f.name: f for f in dataclasses.fields(EnSFConfig)}
+_NOT_OVERRIDABLE = ("param_dims", "standardise")
+
+
+def ldensf_filter_overrides(pairs: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """{field: value} from (KEY, VALUE) pairs, values converted to the EnSFConfig field's type."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in _ENSF_FIELDS or key in _NOT_OVERRIDABLE:
+            known = sorted(k for k in _ENSF_FIELDS if k not in _NOT_OVERRIDABLE)
+            raise ConfigError(f"unknown LD-EnSF filter setting {key!r}; known: {', '.join(known)}")
+        default = _ENSF_FIELDS[key].default
+        try:
+            if isinstance(default, bool):
+                text = str(value).lower()
+                if text not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[key] = text in ("true", "1")
+            elif isinstance(default, int):
+                out[key] = int(value)
+            elif isinstance(default, float):
+                out[key] = float(value)
+            else:
+                out[key] = str(value)
+        except ValueError:
+            raise ConfigError(
+                f"LD-EnSF filter setting {key}={value!r} is not a valid {type(default).__name__}"
+            ) from None
+    try:
+        replace(EnSFConfig(), **out)
+    except ValueError as err:
+        raise ConfigError(f"LD-EnSF filter settings: {err}") from None
+    return out
 
 
 def quick(config: PaperConfig) -> PaperConfig:

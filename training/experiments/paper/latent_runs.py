@@ -16,13 +16,15 @@ the paper's Fig. 5).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from filters.ensf import ensf_update
+from filters.ensf import EnSFConfig, ensf_update
 from filters.likelihood import LinearGaussian
+from training.experiments.paper.config import ldensf_filter_overrides
 from training.experiments.paper.context import Context, Timer
 from training.experiments.paper.metrics import Track, ensemble_scores
 
@@ -41,7 +43,7 @@ def run_latent(
     model = ctx.model
     k, n, d = kappa.shape
     frames = frames or ctx.truths.n_frames
-    config = model.ensf_config()
+    config = ldensf_config(ctx)
     sigma = torch.as_tensor(model.latent_noise(level), dtype=torch.float32)
     h, c = model.initial_hidden(k)
     history = np.empty((k, frames, n, d), dtype=np.float32)
@@ -55,6 +57,11 @@ def run_latent(
                 kappa = ensf_update(torch.from_numpy(kappa), likelihood, config, generators).numpy()
         history[:, t] = kappa
     return history
+
+
+def ldensf_config(ctx: Context) -> EnSFConfig:
+    """The bundle's filter defaults with the experiment's overrides."""
+    return replace(ctx.model.ensf_config(), **ldensf_filter_overrides(ctx.config.ldensf_filter))
 
 
 def ldensf_history(ctx: Context, level: float, timer: Timer) -> np.ndarray:

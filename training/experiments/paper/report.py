@@ -17,6 +17,7 @@ import numpy as np
 
 from training.experiments.paper.config import METHOD_TITLES, PaperConfig
 from training.experiments.paper.figures import write_figures
+from training.experiments.paper.latent_runs import ldensf_config
 from training.experiments.paper.metrics import parameter_error_label
 from training.experiments.paper.run import PaperResult
 
@@ -311,14 +312,18 @@ def _timing_lines(result: PaperResult) -> list[str]:
 
 def _settings_lines(result: PaperResult) -> list[str]:
     config, model = result.config, result.ctx.model
-    ld, full, latent = model.ensf_config(), config.full_ensf, config.latent_ensf
+    ld, full, latent = ldensf_config(result.ctx), config.full_ensf, config.latent_ensf
+    changed = ", ".join(f"{k} = {v}" for k, v in config.ldensf_filter)
+    origin = f"the bundle's filter defaults with {changed}" if changed else "the bundle's filter defaults"
     lines = [
         "",
         "## Settings",
         "",
-        f"- LD-EnSF: the bundle's filter defaults: K = {ld.n_steps}, eps_a = {ld.eps_a}, eps_b = "
-        f"{ld.eps_b}, latent scaled by {ld.scale} before the SDE, paired prior score, damped likelihood; "
-        "latent noise from the bundle's calibration table at the posted level.",
+        f"- LD-EnSF: {origin}: K = {ld.n_steps}, eps_a = {ld.eps_a}, eps_b = {ld.eps_b}, latent scaled by "
+        f"{ld.scale} before the SDE, {ld.prior_score} prior score, "
+        f"{'damped' if ld.damping else 'undamped'} likelihood, inflation {ld.inflation}, RTPS {ld.rtps}, "
+        f"parameter random walk {ld.param_random_walk}; latent noise from the bundle's calibration table "
+        "at the posted level.",
         f"- EnSF (full space): K = {full.n_steps}, eps_a = {full.eps_a}, eps_b = {full.eps_b} on z-scored "
         f"fields; observation std = max(level |y|, {config.obs_floor}) in z-scored units.",
         f"- LETKF: Gaspari–Cohn localisation radius {config.radius:g} grid points, inflation "
