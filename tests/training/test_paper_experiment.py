@@ -206,10 +206,12 @@ def test_tiny_bundle_end_to_end_from_a_dataset(tiny_bundles: dict[str, Path], tm
         assert summary["state_error"] is not None and summary["state_error"] > 0, key
     assert summaries["oracle@0"]["latent_error"] == 0.0  # the oracle is the reference latent
     assert summaries["ldensf@0.1"]["param_error"] is not None
-    timing = {row["method"]: row for row in metrics["timing"]}
-    assert set(timing) == {"ldensf", "latent-ensf", "ensf", "letkf"}
+    timing = {(row["method"], row["ensemble"]): row for row in metrics["timing"]}
+    assert set(timing) == {("ldensf", 6), ("ldensf", 4), ("latent-ensf", 6), ("ensf", 6), ("letkf", 6)}
+    timing = {method: row for (method, n), row in timing.items() if n == 6}
     assert timing["ldensf"]["dimension"] == 5 and timing["ensf"]["dimension"] == 3 * 16 * 16
-    assert {c["name"] for c in metrics["checks"]} >= {"ordering", "ensf-fails", "dynamics-speedup"}
+    names = {c["name"] for c in metrics["checks"]}
+    assert names >= {"ordering", "ensf-fails", "dynamics-speedup", "assimilation-per-step-4"}
     # A second run into the same directory needs --overwrite, and leaves no staging folders.
     code, text = invoke(
         "experiment", "paper", "--problem", "sw", *args, "--methods", "ldensf,oracle", "--out", out

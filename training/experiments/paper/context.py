@@ -71,10 +71,12 @@ class Context:
         flat = fields.reshape(*fields.shape[:-2], -1)[..., nodes]
         return flat.reshape(*fields.shape[:-3], -1)
 
-    def generators(self, method: str, level: float, count: int) -> list[torch.Generator]:
-        """One generator per trajectory, distinct for every (method, level), fixed by the seed."""
+    def generators(self, method: str, level: float, count: int, stream: int = 0) -> list[torch.Generator]:
+        """One generator per trajectory, distinct for every (method, level, stream), fixed by the seed
+        (stream 0: the accuracy runs; 1: the timing runs)."""
         code = METHODS.index(method) if method in METHODS else len(METHODS)
-        states = np.random.SeedSequence([self.config.seed, code, round(level * 1e6)]).generate_state(count)
+        entropy = [self.config.seed, code, round(level * 1e6), stream]
+        states = np.random.SeedSequence(entropy).generate_state(count)
         return [torch.Generator().manual_seed(int(s)) for s in states]
 
 
