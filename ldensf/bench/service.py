@@ -142,7 +142,7 @@ async def _post_loop(
     from service.client import encode_json
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    latencies = []
+    latencies: list[float] = []
     try:
         while time.perf_counter() < deadline and (limit is None or len(latencies) < limit):
             body = encode_json({"step": steps[sid], "values": values, "noise_level": 0.05})
