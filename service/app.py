@@ -118,7 +118,11 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
     )
     app.state.settings = settings
     app.state.injected_store = store
-    app.dependency_overrides[get_settings] = lambda: settings
+
+    async def app_settings() -> Settings:
+        return settings
+
+    app.dependency_overrides[get_settings] = app_settings
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, err: ServiceError) -> JSONResponse:

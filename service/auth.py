@@ -30,7 +30,7 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-def tenant(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> str:
+async def tenant(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> str:
     keys = settings.api_key_list
     if not keys:
         return PUBLIC_TENANT

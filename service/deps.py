@@ -11,12 +11,14 @@ from service.sessions import SessionManager
 from service.settings import Settings, get_settings
 
 
-def _manager(request: Request) -> SessionManager:
+# async, like every dependency here: FastAPI runs plain functions in a worker thread, which cost a
+# thread hand-off per dependency per request.
+async def _manager(request: Request) -> SessionManager:
     manager: SessionManager = request.app.state.manager
     return manager
 
 
-def _fields(request: Request) -> FieldService:
+async def _fields(request: Request) -> FieldService:
     fields: FieldService = request.app.state.fields
     return fields
 
