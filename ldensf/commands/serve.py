@@ -30,13 +30,13 @@ def serve_command(
     port: int = typer.Option(8000, min=1, max=65535),
     workers: int = typer.Option(1, min=1, help="worker processes (more than one needs --redis-url)"),
     model_dir: Path | None = typer.Option(
-        None, help="bundle directory [env LDENSF_MODEL_DIR, models/bundles]"
+        None, help="bundle directory (env LDENSF_MODEL_DIR; default models/bundles)"
     ),
     redis_url: str | None = typer.Option(
-        None, help="redis://host:port/db [env LDENSF_REDIS_URL; unset: embedded]"
+        None, help="redis://host:port/db (env LDENSF_REDIS_URL; unset: the embedded store)"
     ),
-    api_keys: str | None = typer.Option(None, help="comma-separated API keys [env LDENSF_API_KEYS]"),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda [env LDENSF_DEVICE]"),
+    api_keys: str | None = typer.Option(None, help="comma-separated API keys (env LDENSF_API_KEYS)"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda (env LDENSF_DEVICE)"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
 ) -> None:
     """Run the assimilation service (FastAPI under uvicorn); API reference at /docs."""
