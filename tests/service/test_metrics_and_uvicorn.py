@@ -144,3 +144,19 @@ def test_real_uvicorn_with_two_workers(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_serve_refuses_workers_without_redis(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ldensf.cli import app
+
+    monkeypatch.delenv("LDENSF_REDIS_URL", raising=False)
+    monkeypatch.setenv("LDENSF_MODEL_DIR", str(model_dir))  # restored afterwards: serve sets it
+    result = CliRunner().invoke(app, ["serve", "--workers", "2", "--model-dir", str(model_dir)])
+    assert result.exit_code != 0 and "--redis-url" in result.output
+    broken = model_dir.parent / "broken"
+    (broken / "bad").mkdir(parents=True, exist_ok=True)
+    (broken / "bad" / "manifest.json").write_text("{}")
+    result = CliRunner().invoke(app, ["serve", "--model-dir", str(broken)])
+    assert result.exit_code != 0 and "manifest.json" in result.output
