@@ -193,7 +193,7 @@ def paper_command(
     split: str = typer.Option("test", help="test | val (tune on val, report on test)"),
     seed: int = typer.Option(0, help="seed of truths, noise, prior draws and filters"),
     timing_ensemble: int = typer.Option(100, help="ensemble of the Table 1 timing"),
-    threads: int = typer.Option(2, help="torch and onnxruntime threads"),
+    threads: int = typer.Option(1, help="torch and onnxruntime threads (2 only pays on idle cores)"),
     quick: bool = typer.Option(
         False, "--quick", help="CI mode: 2 trajectories, N = 10, half the window, 10 % noise, ~1 minute"
     ),

@@ -102,7 +102,7 @@ class PaperConfig:
     timing: bool = True  # Table 1 (off for tuning runs)
     timing_ensemble: int = 100
     timing_cycles: int = 1  # cycles timed for the full-simulator methods, extrapolated to the window
-    threads: int = 2
+    threads: int = 1  # more only helps on idle cores: contended OpenMP threads spin (50x slower here)
     quick: bool = False
 
     def __post_init__(self) -> None:
