@@ -286,3 +286,25 @@ def test_quick_mode_on_the_shipped_bundles_orders_the_methods(tmp_path: Path) ->
     assert summaries["oracle@0"]["state_error"] <= summaries["ldensf@0.1"]["state_error"]
     # The target is one minute on two idle cores; the guard is looser for a busy CI machine.
     assert metrics["seconds"]["total"] < 180
+
+
+def test_parameter_error_is_a_distance_in_scaled_units(tiny_bundles: dict[str, Path]) -> None:
+    """Shallow water: |centre estimate - true centre| / basin side, whatever the true centre."""
+    from training.experiments.paper import run_paper
+
+    config = PaperConfig(
+        problem="shallow-water",
+        bundle=tiny_bundles["bundle"],
+        vae=tiny_bundles["vae"],
+        data=tiny_bundles["data"],
+        methods=("ldensf", "oracle"),
+        noise_levels=(0.1,),
+        ensemble=3,
+        timing=False,
+    )
+    result = run_paper(config, log=lambda line: None)
+    track = result.tracks[("free-run", 0.0)]
+    assert track.param_mean is not None
+    side = float(np.subtract(*result.ctx.model.manifest.domain["x"][::-1]))
+    expected = np.linalg.norm(track.param_mean - result.ctx.truths.params[:, None, :], axis=-1) / side
+    np.testing.assert_allclose(track.scores["param_error"], expected, rtol=1e-6)

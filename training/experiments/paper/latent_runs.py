@@ -107,7 +107,11 @@ def score_latent(
             track.put("state", rows, t, {"error": error})
         track.put("latent", rows, t, ensemble_scores(s, ctx.reference_latent[:k, t]))
         params = model.unscale_params(u_net.astype(np.float64))  # (K, N, d_u) physical
-        track.put("param", rows, t, ensemble_scores(params / ctx.param_scale[:k, None, :], truth_u))
+        scaled = params / ctx.param_scale[:k, None, :]
+        # The parameter error is the distance in scaled units (already relative to the scale), not
+        # relative to the truth's own norm as for the states.
+        distance = np.linalg.norm(scaled.mean(axis=1) - truth_u, axis=-1)
+        track.put("param", rows, t, {**ensemble_scores(scaled, truth_u), "error": distance})
         spread = params.std(axis=1, ddof=1) if n > 1 else np.zeros_like(params[:, 0])
         track.put_params(rows, t, params.mean(axis=1), spread)
         if progress is not None:

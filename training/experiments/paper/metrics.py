@@ -12,8 +12,8 @@ with the bundle's statistics, so u, v and eta weigh alike):
 * ``latent_*``  the same for the latent ensemble against the reference latent (the LDNet latent at the
   true parameter for LD-EnSF; the VAE encoding of the true state for Latent-EnSF);
 * ``param_*``  the same for the parameters, each divided by its scale: the basin side for the shallow
-  water bump centre (so ``param_error`` is the centre distance / L), the true value for the Reynolds
-  number (so ``param_error`` is |Re^ - Re| / Re).
+  water bump centre, the true value for the Reynolds number; ``param_error`` is the distance of the
+  ensemble mean to the truth in those units (the centre distance / L; |Re^ - Re| / Re).
 
 Summaries average the second half of the window (the paper's steady state), then the trajectories;
 spread/RMSE is the ratio of those averages.
