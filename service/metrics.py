@@ -79,6 +79,11 @@ ENSEMBLE_SPREAD = Histogram(
     ["model"],
     buckets=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
 )
+STORE_UP = Gauge(
+    "ldensf_store_up",
+    "1 when this process reached its session store at the last scrape or readiness check, else 0.",
+    multiprocess_mode="mostrecent",
+)
 HTTP_REQUESTS = Counter(
     "ldensf_http_requests_total", "HTTP requests by route template and status.", ["method", "route", "status"]
 )

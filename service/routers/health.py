@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from service.deps import Manager
 from service.errors import StoreUnavailable
-from service.metrics import SESSIONS_ACTIVE, exposition
+from service.metrics import SESSIONS_ACTIVE, STORE_UP, exposition
 from service.responses import FastJSON
 
 router = APIRouter(tags=["health"])
@@ -24,12 +24,19 @@ async def readyz(manager: Manager) -> FastJSON:
     try:
         await manager.store.ping()
     except StoreUnavailable as err:
+        STORE_UP.set(0)
         return FastJSON({"status": "unavailable", "detail": err.detail}, status_code=503)
+    STORE_UP.set(1)
     return FastJSON({"status": "ready", "models": sorted(manager.models)})
 
 
 @router.get("/metrics", summary="Prometheus text exposition (all workers)")
 async def metrics(manager: Manager) -> Response:
+    try:
+        await manager.store.ping()
+        STORE_UP.set(1)
+    except StoreUnavailable:
+        STORE_UP.set(0)
     for name in manager.models:
         # keep the last known value when the store is down: the scrape itself must not fail
         with contextlib.suppress(StoreUnavailable):

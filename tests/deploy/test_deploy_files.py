@@ -138,3 +138,20 @@ def test_dashboard_is_valid_and_covers_the_operational_questions() -> None:
         assert f"histogram_quantile({quantile}" in exprs
     provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "ldensf.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_rules_and_dashboard_only_use_metrics_the_service_exports() -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    import service.metrics
+
+    exported = {m._name for m in vars(service.metrics).values() if isinstance(m, MetricWrapperBase)}
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "ldensf.json").read_text())
+    texts = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    texts.append((DEPLOY / "prometheus" / "rules.yml").read_text())
+    used = set()
+    for text in texts:
+        for name in re.findall(r"\bldensf_[a-z_]+", text):
+            used.add(re.sub(r"_(bucket|sum|count|total)$", "", name))
+    assert used, "no ldensf metric found in the rules and dashboard"
+    assert used <= exported, f"not exported by the service: {sorted(used - exported)}"

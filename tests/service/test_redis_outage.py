@@ -17,6 +17,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from helpers import truth_observations
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.settings import Settings
@@ -86,6 +87,13 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         server.stop()
 
 
+def store_up(client: TestClient) -> float:
+    scrape = client.get("/metrics")
+    assert scrape.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(scrape.text)}
+    return float(families["ldensf_store_up"].samples[0].value)
+
+
 def test_outage_gives_503_and_the_session_survives(
     private_redis: PrivateRedis, model_dir: Path, tiny
 ) -> None:
@@ -114,9 +122,10 @@ def test_outage_gives_503_and_the_session_survives(
             assert down.headers["Retry-After"] == "1" and "unavailable" in down.json()["detail"]
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200
-        assert client.get("/metrics").status_code == 200
+        assert store_up(client) == 0.0  # the LdensfRedisDown alert reads this
 
         private_redis.start()
+        assert store_up(client) == 1.0
         after = client.get(f"/v1/sessions/{sid}").json()
         assert {k: v for k, v in after.items() if k != "expires_in_s"} == {
             k: v for k, v in before.items() if k != "expires_in_s"
