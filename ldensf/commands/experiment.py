@@ -206,6 +206,9 @@ def paper_command(
     ldensf_filter: list[str] | None = typer.Option(
         None, "--ldensf-filter", help="override an LD-EnSF filter default, e.g. eps_a=0.3 (repeatable)"
     ),
+    latent_noise_factor: float = typer.Option(
+        1.0, help="multiply LD-EnSF's calibrated latent noise (the reference code's convention: 1/scale)"
+    ),
 ) -> None:
     """Reproduce the LD-EnSF paper: EnSF, Latent-EnSF, LD-EnSF, LETKF and the oracle; figures and Table 1."""
     from rich.console import Console
@@ -236,6 +239,7 @@ def paper_command(
             timing_ensemble=timing_ensemble,
             threads=threads,
             ldensf_filter=tuple(_key_value(item) for item in ldensf_filter or []),
+            latent_noise_factor=latent_noise_factor,
         )
         if quick:
             config = quick_mode(config)

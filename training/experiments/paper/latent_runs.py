@@ -44,7 +44,7 @@ def run_latent(
     k, n, d = kappa.shape
     frames = frames or ctx.truths.n_frames
     config = ldensf_config(ctx)
-    sigma = torch.as_tensor(model.latent_noise(level), dtype=torch.float32)
+    sigma = torch.as_tensor(model.latent_noise(level) * ctx.config.latent_noise_factor, dtype=torch.float32)
     h, c = model.initial_hidden(k)
     history = np.empty((k, frames, n, d), dtype=np.float32)
     for t in range(frames):

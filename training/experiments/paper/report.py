@@ -325,7 +325,7 @@ def _settings_lines(result: PaperResult) -> list[str]:
         f"{ld.scale} before the SDE, {ld.prior_score} prior score, "
         f"{'damped' if ld.damping else 'undamped'} likelihood, inflation {ld.inflation}, RTPS {ld.rtps}, "
         f"parameter random walk {ld.param_random_walk}; latent noise from the bundle's calibration table "
-        "at the posted level.",
+        f"at the posted level, times {config.latent_noise_factor:g}.",
         f"- EnSF (full space): K = {full.n_steps}, eps_a = {full.eps_a}, eps_b = {full.eps_b} on z-scored "
         f"fields; observation std = max(level |y|, {config.obs_floor}) in z-scored units.",
         f"- LETKF: Gaspari–Cohn localisation radius {config.radius:g} grid points, inflation "
