@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ldensf.commands import bench, bundle, data, experiment, export, serve, train
+from ldensf.commands import bench, bundle, data, experiment, export, loadtest, serve, train
 
 app = typer.Typer(
     name="ldensf",
@@ -22,6 +22,7 @@ app.command("export")(export.export_command)
 app.add_typer(bundle.app, name="bundle")
 app.command("serve")(serve.serve_command)
 app.command("demo")(serve.demo_command)
+app.command("loadtest")(loadtest.loadtest_command)
 
 
 @app.command()

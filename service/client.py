@@ -86,6 +86,50 @@ def encode_json(body: Any) -> bytes:
 Values = Sequence[float] | Mapping[str, float]
 
 
+class KeepAliveConnection:
+    """One HTTP/1.1 keep-alive connection on bare asyncio streams, for load generators.
+
+    httpx's async pool spends milliseconds of CPU per request at tens of concurrent connections; on a
+    small machine that would measure the client rather than the service. Plain ``http://`` only.
+    """
+
+    def __init__(self, reader: Any, writer: Any, host: str, headers: Mapping[str, str]) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+
+    @classmethod
+    async def open(cls, base_url: str, api_key: str | None = None) -> KeepAliveConnection:
+        import asyncio
+
+        url = httpx.URL(base_url)
+        if url.scheme != "http":
+            raise ValueError(f"KeepAliveConnection speaks plain http, not {url.scheme!r}; use AsyncClient")
+        port = url.port or 80
+        reader, writer = await asyncio.open_connection(url.host, port)
+        return cls(reader, writer, f"{url.host}:{port}", _headers(api_key))
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """(status, body) of one request; raises ConnectionError when the server closes on us."""
+        head = (
+            f"{method} {path} HTTP/1.1\r\nhost: {self.host}\r\n{self.extra}"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+
+
 class Client:
     def __init__(
         self,
@@ -208,6 +252,9 @@ class AsyncClient:
 
     async def session(self, session_id: str) -> dict[str, Any]:
         return dict(_answer(await self.http.get(f"/v1/sessions/{session_id}")))
+
+    async def delete_session(self, session_id: str) -> None:
+        _answer(await self.http.delete(f"/v1/sessions/{session_id}"))
 
     async def observe(
         self, session_id: str, step: int, values: Values, noise_level: float = 0.0

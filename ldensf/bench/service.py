@@ -134,37 +134,22 @@ async def _post_loop(
     deadline: float,
     limit: int | None = None,
 ) -> list[float]:
-    """One client on its own keep-alive connection, posting the next step as soon as an answer comes.
+    """One client on its own keep-alive connection, posting the next step as soon as an answer comes."""
+    from service.client import KeepAliveConnection, encode_json
 
-    Plain HTTP/1.1 on asyncio streams: httpx's async connection pool costs milliseconds of CPU per
-    request at 32 concurrent connections, which on two cores would measure the client, not the service.
-    """
-    from service.client import encode_json
-
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    connection = await KeepAliveConnection.open(f"http://127.0.0.1:{port}")
     latencies: list[float] = []
     try:
         while time.perf_counter() < deadline and (limit is None or len(latencies) < limit):
             body = encode_json({"step": steps[sid], "values": values, "noise_level": 0.05})
-            head = (
-                f"POST {path.format(sid=sid)} HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-            )
             started = time.perf_counter()
-            writer.write(head.encode() + body)
-            status = int((await reader.readline()).split()[1])
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            answer = await reader.readexactly(length)
+            status, answer = await connection.request("POST", path.format(sid=sid), body)
             latencies.append(time.perf_counter() - started)
             if status != 200:
                 raise RuntimeError(f"{status}: {answer[:300]!r}")
             steps[sid] += 1
     finally:
-        writer.close()
+        await connection.close()
     return latencies
 
 
