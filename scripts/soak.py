@@ -70,8 +70,20 @@ def main() -> int:
 
         log = (args.out / "server.log").open("wb")
         server = subprocess.Popen(
-            [sys.executable, "-m", "ldensf.cli", "serve", "--port", str(port), "--model-dir", str(model_dir)]
-            + ["--redis-url", args.redis_url, "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "ldensf.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--model-dir",
+                str(model_dir),
+                "--redis-url",
+                args.redis_url,
+                "--log-level",
+                "warning",
+            ],
             env={**os.environ, **env_prefix},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -149,7 +161,8 @@ def main() -> int:
     fig.savefig(args.out / "soak.png", dpi=110)
     print(report.summary())
     print(
-        f"RSS {baseline:.1f} MiB after warm-up -> {rss[-1]:.1f} MiB at the end ({growth:+.1f} MiB; bound {args.max_growth_mib} MiB)"
+        f"RSS {baseline:.1f} MiB after warm-up -> {rss[-1]:.1f} MiB at the end "
+        f"({growth:+.1f} MiB; bound {args.max_growth_mib} MiB)"
     )
     print("PASSED" if ok else "FAILED", f"(report in {args.out / 'soak.json'})")
     return 0 if ok else 1

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def load_truth(truth: Path | None, bundle: Path, seed: int) -> tuple[str, object]:
+
+def load_truth(truth: Path | None, bundle: Path, seed: int) -> tuple[str, np.ndarray]:
     """(description, observations (T, d_y)) from an .npz file with ``observations``, or a truth
     simulated for the bundle's problem (shallow water) and read at its sensors."""
     import numpy as np
@@ -91,7 +95,7 @@ def loadtest_command(
         raise typer.BadParameter(f"cannot reach {url}: {err}", param_hint="URL") from None
     described, observations = load_truth(truth, bundle or Path("models/bundles") / model, seed)
     typer.echo(f"loadtest: {sessions} sessions for {duration:.0f} s on {url} ({model}); truth: {described}")
-    result = asyncio.run(run_load(plan, observations))  # type: ignore[arg-type]
+    result = asyncio.run(run_load(plan, observations))
     typer.echo(result.summary())
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
