@@ -10,6 +10,16 @@ ARG PYTHON_VERSION=3.11
 ARG TORCH_VERSION=2.13.0
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
+# ---- the package's sources, shared by both builds ---------------------------------------------
+FROM scratch AS source
+COPY pyproject.toml README.md /src/
+COPY ldensf /src/ldensf
+COPY sim /src/sim
+COPY filters /src/filters
+COPY models /src/models
+COPY training /src/training
+COPY service /src/service
+
 # ---- CPU: build a virtualenv with the CPU torch wheel and the package ----------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS cpu-build
 ARG TORCH_VERSION
@@ -17,14 +27,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
+COPY --from=source /src /src
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY ldensf ldensf
-COPY sim sim
-COPY filters filters
-COPY models models
-COPY training training
-COPY service service
 RUN pip install .
 
 # ---- CPU runtime ----------------------------------------------------------------------------
@@ -54,14 +58,8 @@ RUN apt-get update \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cu126
+COPY --from=source /src /src
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY ldensf ldensf
-COPY sim sim
-COPY filters filters
-COPY models models
-COPY training training
-COPY service service
 # onnxruntime and onnxruntime-gpu install the same module: keep only the GPU build
 RUN pip install ".[gpu]" && pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.17"
 
