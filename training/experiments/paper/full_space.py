@@ -66,7 +66,7 @@ def ensf_analysis(
 def letkf_analysis(ctx: Context, level: float) -> Analysis:
     index = torch.as_tensor(ctx.sensors.state_indices(ctx.n_grid))
     points = torch.as_tensor(ctx.sensors.points())
-    config = LETKFConfig(radius=ctx.config.radius, inflation=ctx.config.letkf_inflation)
+    config = LETKFConfig(radius=ctx.config.radius, inflation=ctx.config.inflation)
     shape = (ctx.n_grid, ctx.n_grid)
 
     def analyse(prior: np.ndarray, y: np.ndarray, t: int, timer: Timer) -> AnalysisResult:

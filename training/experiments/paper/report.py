@@ -101,6 +101,7 @@ def config_dict(config: PaperConfig) -> dict[str, Any]:
     out["reference_noise"] = config.reference_noise
     out["full_space_trajectories"] = config.n_full_trajectories
     out["letkf_radius_used"] = config.radius
+    out["letkf_inflation_used"] = config.inflation
     return out
 
 
@@ -329,7 +330,7 @@ def _settings_lines(result: PaperResult) -> list[str]:
         f"- EnSF (full space): K = {full.n_steps}, eps_a = {full.eps_a}, eps_b = {full.eps_b} on z-scored "
         f"fields; observation std = max(level |y|, {config.obs_floor}) in z-scored units.",
         f"- LETKF: Gaspari–Cohn localisation radius {config.radius:g} grid points, inflation "
-        f"{config.letkf_inflation}, weights computed every {config.letkf_stride} grid points and "
+        f"{config.inflation}, weights computed every {config.letkf_stride} grid points and "
         "interpolated.",
         f"- Latent-EnSF: K = {latent.n_steps}, eps_a = {latent.eps_a}, eps_b = {latent.eps_b}; latent noise "
         f"calibrated on {config.vae_calibration_trajectories} validation trajectories.",
