@@ -206,6 +206,7 @@ def paper_command(
     ldensf_filter: list[str] | None = typer.Option(
         None, "--ldensf-filter", help="override an LD-EnSF filter default, e.g. eps_a=0.3 (repeatable)"
     ),
+    metric_stride: int = typer.Option(2, help="score the full state on every n-th node each way (1: all)"),
     latent_noise_factor: float = typer.Option(
         1.0, help="multiply LD-EnSF's calibrated latent noise (the reference code's convention: 1/scale)"
     ),
@@ -240,6 +241,7 @@ def paper_command(
             threads=threads,
             ldensf_filter=tuple(_key_value(item) for item in ldensf_filter or []),
             latent_noise_factor=latent_noise_factor,
+            metric_stride=metric_stride,
         )
         if quick:
             config = quick_mode(config)
