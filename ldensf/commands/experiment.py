@@ -180,7 +180,7 @@ def paper_command(
     ensemble: int = typer.Option(20, "--ensemble", "-N", help="ensemble members N"),
     trajectories: int = typer.Option(10, help="test trajectories (LD-EnSF and the oracle run on all)"),
     full_trajectories: int | None = typer.Option(
-        None, help="trajectories for EnSF, LETKF and Latent-EnSF (true simulator); default 5 (sw) or 2 (kf)"
+        None, help="trajectories for EnSF, LETKF and Latent-EnSF (true simulator); default 3 (sw) or 2 (kf)"
     ),
     frames: int | None = typer.Option(None, help="window length in frames (default: the paper's, 51 or 40)"),
     bundle: Path | None = typer.Option(None, help="LD-EnSF bundle (default models/bundles/<sw|kf>)"),
