@@ -46,17 +46,22 @@ def observation_noise(ctx: Context, y: np.ndarray, level: float) -> tuple[np.nda
     return (y - mean) / std, sigma
 
 
+def sensor_likelihood(ctx: Context, y: np.ndarray, level: float) -> LinearGaussian:
+    """The sparse sensors as a selection of the flattened z-scored fields."""
+    obs, sigma = observation_noise(ctx, y, level)
+    index = torch.as_tensor(ctx.sensors.state_indices(ctx.n_grid))
+    return LinearGaussian(
+        torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(sigma, dtype=torch.float32), index
+    )
+
+
 def ensf_analysis(
     ctx: Context, level: float, config: EnSFConfig, generators: list[torch.Generator]
 ) -> Analysis:
-    index = torch.as_tensor(ctx.sensors.state_indices(ctx.n_grid))
 
     def analyse(prior: np.ndarray, y: np.ndarray, t: int, timer: Timer) -> AnalysisResult:
         with timer.section("assimilation"):
-            obs, sigma = observation_noise(ctx, y, level)
-            likelihood = LinearGaussian(
-                torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(sigma, dtype=torch.float32), index
-            )
+            likelihood = sensor_likelihood(ctx, y, level)
             posterior = ensf_update(torch.from_numpy(prior), likelihood, config, generators[: len(prior)])
         return AnalysisResult(posterior.numpy())
 
@@ -64,17 +69,13 @@ def ensf_analysis(
 
 
 def letkf_analysis(ctx: Context, level: float) -> Analysis:
-    index = torch.as_tensor(ctx.sensors.state_indices(ctx.n_grid))
     points = torch.as_tensor(ctx.sensors.points())
     config = LETKFConfig(radius=ctx.config.radius, inflation=ctx.config.inflation)
     shape = (ctx.n_grid, ctx.n_grid)
 
     def analyse(prior: np.ndarray, y: np.ndarray, t: int, timer: Timer) -> AnalysisResult:
         with timer.section("assimilation"):
-            obs, sigma = observation_noise(ctx, y, level)
-            likelihood = LinearGaussian(
-                torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(sigma, dtype=torch.float32), index
-            )
+            likelihood = sensor_likelihood(ctx, y, level)
             posterior = gridded_letkf_update(
                 torch.from_numpy(prior),
                 likelihood,
