@@ -24,7 +24,7 @@ import torch
 
 from filters.ensf import EnSFConfig, ensf_update
 from filters.likelihood import LinearGaussian
-from training.experiments.paper.config import ldensf_filter_overrides
+from training.experiments.paper.config import ConfigError, ldensf_filter_overrides
 from training.experiments.paper.context import Context, Timer
 from training.experiments.paper.metrics import Track, ensemble_scores
 
@@ -55,6 +55,11 @@ def run_latent(
                 phi, h, c = model.encode(model.obs_to_net(observations[:, t]), h, c)
                 likelihood = LinearGaussian(torch.from_numpy(phi), sigma)
                 kappa = ensf_update(torch.from_numpy(kappa), likelihood, config, generators).numpy()
+            if not np.isfinite(kappa).all():
+                raise ConfigError(
+                    f"the LD-EnSF ensemble became NaN or infinite at frame {t} (noise {level:g}) with "
+                    f"{config}; these filter settings do not suit the bundle, change --ldensf-filter"
+                )
         history[:, t] = kappa
     return history
 
