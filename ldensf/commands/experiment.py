@@ -207,8 +207,8 @@ def paper_command(
         None, "--ldensf-filter", help="override an LD-EnSF filter default, e.g. eps_a=0.3 (repeatable)"
     ),
     metric_stride: int = typer.Option(2, help="score the full state on every n-th node each way (1: all)"),
-    latent_noise_factor: float = typer.Option(
-        1.0, help="multiply LD-EnSF's calibrated latent noise (the reference code's convention: 1/scale)"
+    latent_noise_factor: float | None = typer.Option(
+        None, help="multiply LD-EnSF's calibrated latent noise (default 1/scale: the reference code's sigma)"
     ),
 ) -> None:
     """Reproduce the LD-EnSF paper: EnSF, Latent-EnSF, LD-EnSF, LETKF and the oracle; figures and Table 1."""
