@@ -39,16 +39,12 @@ pytest: install redis deploy-tools
 test: lint typecheck pytest
 
 demo: install
+	$(BIN)/ldensf demo --bundle models/bundles/sw --out demo_out/service
 	$(BIN)/ldensf data generate shallow-water --n-traj 4 --n-steps 400 --workers 1 --out demo_out/sw_small.zarr --overwrite
 	$(BIN)/ldensf data validate demo_out/sw_small.zarr
 	$(BIN)/ldensf data show demo_out/sw_small.zarr --out demo_out/sw_small.png
 	$(BIN)/ldensf experiment l96 --method letkf --cycles 400 --burn-in 100 --plot demo_out/l96_letkf.png
 	$(BIN)/ldensf experiment l96 --preset ensf-arctan --method ensf --cycles 150 --burn-in 50 --plot demo_out/l96_ensf.png
-	@if [ -f models/bundles/sw/manifest.json ]; then \
-		$(BIN)/ldensf demo --bundle models/bundles/sw --out demo_out/service; \
-	else \
-		echo "demo: models/bundles/sw is not there yet; skipping the service demo (ldensf demo)"; \
-	fi
 	@echo "demo: snapshots in demo_out/sw_small.png; Lorenz-96 assimilation in demo_out/l96_letkf.png and demo_out/l96_ensf.png; service demo in demo_out/service/"
 
 bench: install
