@@ -112,6 +112,7 @@ def export_vae(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = Fa
             "files": {name: file_entry(staged / name).model_dump() for name in vae_graphs(vae)},
         }
         (staged / VAE_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be read by others
         move_into_place(staged, out_dir, overwrite, VAE_MANIFEST)
     finally:
         if staged.exists():
