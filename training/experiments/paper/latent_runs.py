@@ -44,7 +44,7 @@ def run_latent(
     k, n, d = kappa.shape
     frames = frames or ctx.truths.n_frames
     config = ldensf_config(ctx)
-    sigma = torch.as_tensor(model.latent_noise(level) * latent_noise_factor(ctx), dtype=torch.float32)
+    sigma = torch.as_tensor(model.latent_noise(level) * ctx.config.noise_factor, dtype=torch.float32)
     h, c = model.initial_hidden(k)
     history = np.empty((k, frames, n, d), dtype=np.float32)
     for t in range(frames):
@@ -67,15 +67,6 @@ def run_latent(
 def ldensf_config(ctx: Context) -> EnSFConfig:
     """The bundle's filter defaults with the experiment's overrides."""
     return replace(ctx.model.ensf_config(), **ldensf_filter_overrides(ctx.config.ldensf_filter))
-
-
-def latent_noise_factor(ctx: Context) -> float:
-    """The configured factor, or 1 / the latent scale (the reference code's sigma in scaled units)."""
-    factor = ctx.config.latent_noise_factor
-    if factor is not None:
-        return factor
-    config = ldensf_config(ctx)
-    return 1.0 / config.scale if config.standardise == "scale" else 1.0
 
 
 def ldensf_history(ctx: Context, level: float, timer: Timer) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from training.experiments.paper.config import METHOD_TITLES, PaperConfig
 from training.experiments.paper.figures import write_figures
-from training.experiments.paper.latent_runs import latent_noise_factor, ldensf_config
+from training.experiments.paper.latent_runs import ldensf_config
 from training.experiments.paper.metrics import parameter_error_label
 from training.experiments.paper.run import PaperResult
 from training.experiments.paper.timing import TimingRow
@@ -102,6 +102,7 @@ def config_dict(config: PaperConfig) -> dict[str, Any]:
     out["full_space_trajectories"] = config.n_full_trajectories
     out["letkf_radius_used"] = config.radius
     out["letkf_inflation_used"] = config.inflation
+    out["latent_noise_factor_used"] = config.noise_factor
     return out
 
 
@@ -326,12 +327,8 @@ def _settings_lines(result: PaperResult) -> list[str]:
         f"{ld.scale} before the SDE, {ld.prior_score} prior score, "
         f"{'damped' if ld.damping else 'undamped'} likelihood, inflation {ld.inflation}, RTPS {ld.rtps}, "
         f"parameter random walk {ld.param_random_walk}; latent noise from the bundle's calibration table "
-        f"at the posted level, times {latent_noise_factor(result.ctx):g}"
-        + (
-            " (1 / scale: the reference code's sigma in scaled units)."
-            if config.latent_noise_factor is None
-            else "."
-        ),
+        f"at the posted level, times {config.noise_factor:g}"
+        + (" (the problem's default, chosen on validation)." if config.latent_noise_factor is None else "."),
         f"- EnSF (full space): K = {full.n_steps}, eps_a = {full.eps_a}, eps_b = {full.eps_b} on z-scored "
         f"fields; observation std = max(level |y|, {config.obs_floor}) in z-scored units.",
         f"- LETKF: Gaspari–Cohn localisation radius {config.radius:g} grid points, inflation "
