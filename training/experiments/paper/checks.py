@@ -48,21 +48,25 @@ def _verdict(value: float, ok: bool) -> bool | None:
     return None if math.isnan(value) else ok
 
 
+# The oracle's LDNet is itself imperfect (its own reconstruction error), so an LD-EnSF estimate can
+# land marginally closer to the truth by chance; "oracle <= LD-EnSF" allows that much.
+ORACLE_TOLERANCE = 0.02
+ORDERING_CLAIM = f"oracle <= LD-EnSF (to {100 * ORACLE_TOLERANCE:g} %) < EnSF (full-state error)"
+
+
 def ordering_check(tracks: dict[tuple[str, float], Track], level: float) -> Check:
-    oracle, ldensf, ensf = (
-        tracks.get(("oracle", 0.0)),
-        tracks.get(("ldensf", level)),
-        tracks.get(("ensf", level)),
-    )
+    oracle = tracks.get(("oracle", 0.0))
+    ldensf = tracks.get(("ldensf", level))
+    ensf = tracks.get(("ensf", level))
     rows = _common(oracle, ldensf, ensf)
     if rows is None or len(rows) == 0:
-        return Check("ordering", "oracle <= LD-EnSF < EnSF (full-state error)", "not run", None)
+        return Check("ordering", ORDERING_CLAIM, "not run", None)
     o, ld, en = _state(oracle, rows), _state(ldensf, rows), _state(ensf, rows)
     return Check(
         "ordering",
-        "oracle <= LD-EnSF < EnSF (full-state error)",
+        ORDERING_CLAIM,
         f"{o:.4f} / {ld:.4f} / {en:.4f} on {len(rows)} trajectories",
-        _verdict(en, o <= ld < en),
+        _verdict(en, o <= ld * (1 + ORACLE_TOLERANCE) and ld < en),
     )
 
 
@@ -136,7 +140,7 @@ def _noise_growth(tracks: dict[tuple[str, float], Track]) -> Check:
     rows = _common(tracks[("latent-ensf", hi)], tracks[("ldensf", hi)])
     growth_latent = _state(tracks[("latent-ensf", hi)], rows) - _state(tracks[("latent-ensf", lo)], rows)
     growth_ld = _state(tracks[("ldensf", hi)], rows) - _state(tracks[("ldensf", lo)], rows)
-    measured = f"from {lo:g} to {hi:g}: Latent-EnSF +{growth_latent:.4f}, LD-EnSF +{growth_ld:.4f}"
+    measured = f"from {lo:g} to {hi:g}: Latent-EnSF {growth_latent:+.4f}, LD-EnSF {growth_ld:+.4f}"
     return Check("noise-growth", claim, measured, _verdict(growth_latent, growth_latent > growth_ld))
 
 
