@@ -170,11 +170,16 @@ def _percent(levels: list[float] | tuple[float, ...]) -> str:
     return ", ".join(f"{100 * v:g} %" for v in levels)
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _header_lines(result: PaperResult, command: str) -> list[str]:
     config, ctx = result.config, result.ctx
     truths, manifest = ctx.truths, ctx.model.manifest
     env, seconds = result.environment, result.seconds
-    grid = "every grid node" if config.metric_stride == 1 else f"every {config.metric_stride}th node"
+    grid = "every grid node" if config.metric_stride == 1 else f"every {_ordinal(config.metric_stride)} node"
     vae = f"; VAE {config.vae}" if "latent-ensf" in config.methods else ""
     return [
         f"# Paper reproduction: {config.problem}{' (quick mode)' if config.quick else ''}",
@@ -191,7 +196,7 @@ def _header_lines(result: PaperResult, command: str) -> list[str]:
         f"d_u = {manifest.d_u}){vae}.",
         f"- Scores: mean over frames {truths.n_frames // 2}..{truths.n_frames - 1} (the second half), "
         f"then over trajectories; full state in z-scored units on {grid}; spread and CRPS on every "
-        f"{config.member_stride}th node. Parameter error: {parameter_error_label(config.problem)}.",
+        f"{_ordinal(config.member_stride)} node. Parameter error: {parameter_error_label(config.problem)}.",
         f"- Machine: {env.get('cpu_count')} CPUs, {config.threads} threads, torch {env.get('torch')}, "
         f"onnxruntime {env.get('onnxruntime')}. Wall time {seconds.get('total', math.nan):.0f} s "
         f"(truths {seconds.get('truths', math.nan):.0f} s, assimilation "
