@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ DEPLOY = ROOT / "deploy"
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
-    tool = shutil.which(args[0])
+    # Python tools (kubernetes-validate) live beside this interpreter, which need not be on PATH
+    beside = Path(sys.executable).parent / args[0]
+    tool = str(beside) if beside.is_file() else shutil.which(args[0])
     assert tool is not None, f"{args[0]} is not installed; `make deploy-tools` installs it"
     return subprocess.run([tool, *args[1:]], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
