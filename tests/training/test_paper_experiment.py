@@ -283,8 +283,9 @@ def test_quick_mode_on_the_shipped_bundles_orders_the_methods(tmp_path: Path) ->
     ordering = next(c for c in metrics["checks"] if c["name"] == "ordering")
     assert ordering["passed"] is True, ordering
     assert "| oracle <= LD-EnSF (to 2 %) < EnSF (full-state error) |" in (out / "report.md").read_text()
-    # The target is one minute on two idle cores; the guard is looser for a busy CI machine.
-    assert metrics["seconds"]["total"] < 180
+    # The wall time (about 25 s here, target one minute) is in metrics["seconds"] and BENCHMARKS.md; it is
+    # not asserted because it depends on what else the CI machine runs.
+    assert metrics["config"]["quick"] is True
 
 
 def test_parameter_error_is_a_distance_in_scaled_units(tiny_bundles: dict[str, Path]) -> None:
