@@ -9,7 +9,6 @@ the parameter estimate (mean +- 2 std) converging to the truth.
 
 from __future__ import annotations
 
-import socket
 import sys
 import tempfile
 import threading
@@ -19,13 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ldensf.ports import free_port
 from models.bundle import Manifest, read_manifest
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def simulate_truth(manifest: Manifest, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -96,7 +90,7 @@ def run_demo(
         model_dir = Path(tmp)
         (model_dir / bundle.name).symlink_to(bundle.resolve())
         settings = Settings(model_dir=model_dir, redis_url=redis_url, redis_prefix="ldensf-demo")
-        port = port or _free_port()
+        port = port or free_port()
         with _Server(create_app(settings), port), Client(f"http://127.0.0.1:{port}") as client:
             store = "Redis at " + redis_url if redis_url else "embedded store"
             print(f"demo: service on http://127.0.0.1:{port} (model {manifest.name!r}, {store})")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,11 +27,7 @@ from typing import Any
 import numpy as np
 import typer
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from ldensf.ports import free_port
 
 
 def export_paper_shaped_bundle(out_dir: Path) -> Path:
@@ -213,7 +208,7 @@ def bench_service_command(
         (model_dir / bundle.name).symlink_to(bundle.resolve())
         manifest = load_bundle(bundle, device="cpu").manifest
         prefix = f"ldensf-bench-{uuid.uuid4().hex[:8]}"
-        port = _free_port()
+        port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         log = root / "server.log"
         server = _start_server(model_dir, redis_url, prefix, port, log)

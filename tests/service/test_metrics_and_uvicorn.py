@@ -4,7 +4,6 @@ through a real uvicorn process (two workers on one Redis, multi-process metrics)
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from helpers import truth_observations
 from prometheus_client.parser import text_string_to_metric_families
 
+from ldensf.ports import free_port
 from service.client import Client, ServiceError
 
 STAGES = ("encode", "forecast", "ensf", "store", "total")
@@ -76,12 +76,6 @@ def test_metrics_move(client: TestClient, tiny) -> None:
     assert value(after, "ldensf_http_requests_total", method="POST", route=route, status="200") >= 4
     assert value(after, "ldensf_http_requests_total", method="POST", route=route, status="409") >= 1
     assert sid not in response.text  # no session ids in labels
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_real_uvicorn_with_two_workers(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,14 +18,9 @@ from fastapi.testclient import TestClient
 from helpers import truth_observations
 from prometheus_client.parser import text_string_to_metric_families
 
+from ldensf.ports import free_port
 from service.app import create_app
 from service.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:

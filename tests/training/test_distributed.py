@@ -4,7 +4,6 @@ epoch means the gradients really were averaged), and torchrun drives the real co
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +11,8 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from ldensf.ports import free_port
 from training.trainer import read_metrics
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -46,7 +40,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_two_processes_average_gradients_and_only_rank_zero_writes(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     w0 = torch.load(tmp_path / "weights_rank0.pt")
     w1 = torch.load(tmp_path / "weights_rank1.pt")
     for key, value in w0.items():
