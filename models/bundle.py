@@ -100,6 +100,7 @@ class GraphSpec(_Strict):
 
 class Manifest(_Strict):
     format_version: int = BUNDLE_FORMAT_VERSION
+    kind: Literal["ldensf"] = "ldensf"
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
     problem: str = Field(min_length=1)
@@ -253,7 +254,25 @@ def read_manifest(path: str | Path) -> Manifest:
     return manifest
 
 
-def _read_manifest(path: Path, problems: list[str]) -> Manifest | None:
+def bundle_kind(path: str | Path) -> str:
+    """``"ldensf"`` (LD-EnSF: dynamics, encoder, reconstruction) or ``"lainr"`` (decoder + latent ODE,
+    :mod:`models.lainr_bundle`), read from the manifest's ``kind`` field (absent: ``"ldensf"``).
+    An unreadable manifest counts as ``"ldensf"`` so its checks report what is wrong."""
+    try:
+        raw = json.loads((Path(path) / MANIFEST_NAME).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return "ldensf"
+    kind = raw.get("kind", "ldensf") if isinstance(raw, dict) else "ldensf"
+    return kind if isinstance(kind, str) else "ldensf"
+
+
+def _read_manifest(
+    path: Path,
+    problems: list[str],
+    manifest_class: type[Any] | None = None,
+    graph_files: tuple[str, ...] = GRAPH_FILES,
+) -> Any:
+    manifest_class = manifest_class or Manifest
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
         problems.append(f"missing file {MANIFEST_NAME}")
@@ -267,19 +286,21 @@ def _read_manifest(path: Path, problems: list[str]) -> Manifest | None:
         problems.append(f"{MANIFEST_NAME} must hold a JSON object, found {type(raw).__name__}")
         return None
     try:
-        return Manifest.model_validate(raw)
+        return manifest_class.model_validate(raw)
     except ValidationError as err:
         problems.extend(f"{MANIFEST_NAME}: {p}" for p in describe_validation_error(err))
         # The file table can still be checked against the files, which helps tell a damaged
         # manifest from damaged graphs.
         files = raw.get("files")
         if isinstance(files, dict):
-            _check_files(path, files, problems)
+            _check_files(path, files, problems, graph_files)
         return None
 
 
-def _check_files(path: Path, files: dict[str, Any], problems: list[str]) -> None:
-    for name in GRAPH_FILES:
+def _check_files(
+    path: Path, files: dict[str, Any], problems: list[str], graph_files: tuple[str, ...] = GRAPH_FILES
+) -> None:
+    for name in graph_files:
         if name not in files:
             problems.append(f"manifest 'files' does not list {name}")
     for name, entry in files.items():
@@ -493,7 +514,11 @@ def _open_sessions(
 def check_bundle(path: str | Path, *, device: Device = "cpu") -> list[str]:
     """Every problem with the bundle at ``path`` (empty list: usable): missing files or fields,
     hash mismatches, graphs whose inputs/outputs disagree with the manifest, smoke-run failures
-    and non-finite outputs. Needs no torch."""
+    and non-finite outputs. Needs no torch. Dispatches on the manifest's ``kind``."""
+    if bundle_kind(path) == "lainr":
+        from models.lainr_bundle import check_lainr_bundle
+
+        return check_lainr_bundle(path, device=device)
     problems: list[str] = []
     _open_sessions(Path(path), device=device, intra_op_num_threads=1, smoke_test=True, problems=problems)
     return problems

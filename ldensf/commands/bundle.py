@@ -9,14 +9,21 @@ import typer
 
 if TYPE_CHECKING:
     from models.bundle import Manifest
+    from models.lainr_bundle import LainrManifest
 
 app = typer.Typer(help="Check exported model bundles.", no_args_is_help=True)
 
 
-def describe(manifest: Manifest) -> str:
+def describe(manifest: Manifest | LainrManifest) -> str:
     """One line: what the bundle is, its dimensions and the size of each graph."""
     sizes = ", ".join(f"{name} {entry.bytes / 1024:.0f} KiB" for name, entry in manifest.files.items())
     total = sum(entry.bytes for entry in manifest.files.values()) / 1024**2
+    if manifest.kind == "lainr":
+        return (
+            f"LAINR bundle {manifest.name!r} version {manifest.version} ({manifest.problem}): "
+            f"d_z={manifest.d_z}, channels {manifest.channels}, grid {len(manifest.grid.lat)}x"
+            f"{len(manifest.grid.lon)}, step {manifest.time_per_step_s:g} s; {sizes} ({total:.2f} MiB in all)"
+        )
     return (
         f"bundle {manifest.name!r} version {manifest.version} ({manifest.problem}): "
         f"d_s={manifest.d_s}, d_u={manifest.d_u}, d_y={manifest.d_y}, "
@@ -30,7 +37,8 @@ def check_command(
     path: Annotated[Path, typer.Argument(help="Bundle directory (holds manifest.json and the .onnx files).")],
 ) -> None:
     """Verify hashes, manifest fields, graph shapes and an onnxruntime smoke run (no torch needed)."""
-    from models.bundle import check_bundle, read_manifest
+    from models.bundle import bundle_kind, check_bundle, read_manifest
+    from models.lainr_bundle import read_lainr_manifest
 
     problems = check_bundle(path)
     if problems:
@@ -38,4 +46,5 @@ def check_command(
         for problem in problems:
             typer.echo(f"  - {problem}", err=True)
         raise typer.Exit(code=1)
-    typer.echo(f"OK: {path}: {describe(read_manifest(path))}")
+    manifest = read_lainr_manifest(path) if bundle_kind(path) == "lainr" else read_manifest(path)
+    typer.echo(f"OK: {path}: {describe(manifest)}")
