@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -16,13 +16,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.batcher import MicroBatcher
-from service.engine import assimilate, resolve_device
+from service.engine import UpdateInput, UpdateOutput, assimilate, resolve_device
 from service.errors import ServiceError
 from service.fields import FieldService
+from service.lainr_engine import LainrUpdateInput, assimilate_lainr
+from service.lainr_runtime import LainrRuntime
 from service.metrics import BATCH_SIZE, SESSION_EXPIRED
 from service.middleware import BodyLimit, HTTPMetrics
 from service.routers import bench, fields, health, models, observations, sessions
-from service.runtime import load_models
+from service.runtime import AnyRuntime, load_models
 from service.sessions import SessionManager
 from service.settings import Settings, get_settings
 from service.stores import SessionStore, open_store
@@ -33,8 +35,19 @@ DESCRIPTION = """
 Real-time data assimilation with LD-EnSF: each session keeps a latent ensemble; every posted sparse,
 noisy observation is encoded by the bundle's LSTM, the ensemble is forecast by the latent dynamics
 network and updated by the Ensemble Score Filter. Ask for parameter estimates and reconstructed fields
-at any points. See docs/service.md.
+at any points. LAINR bundles take observations at any (lat, lon) on the sphere, changing from post to
+post, assimilated by a latent ensemble Kalman filter (ETKF-Q) with the decoder as observation operator.
+See docs/service.md.
 """
+
+
+def run_batch(
+    runtime: AnyRuntime, items: Sequence[UpdateInput | LainrUpdateInput], device: torch.device
+) -> list[UpdateOutput]:
+    """One assimilation cycle for a batch of sessions of one model, by the model's kind."""
+    if isinstance(runtime, LainrRuntime):
+        return assimilate_lainr(runtime, [i for i in items if isinstance(i, LainrUpdateInput)], device)
+    return assimilate(runtime, [i for i in items if isinstance(i, UpdateInput)], device)
 
 
 async def _sweep_expired(manager: SessionManager, interval_s: float) -> None:
@@ -61,7 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ldensf-assimilate")
     decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ldensf-decode")
     batcher = MicroBatcher(
-        functools.partial(assimilate, device=device),
+        functools.partial(run_batch, device=device),
         compute,
         batch_max=settings.batch_max,
         wait_s=settings.batch_wait_ms / 1e3,

@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 
 from service.engine import UpdateInput, UpdateOutput
 from service.errors import Busy
-from service.runtime import ModelRuntime
+from service.lainr_engine import LainrUpdateInput
+from service.runtime import AnyRuntime
 
-Compute = Callable[[ModelRuntime, Sequence[UpdateInput]], list[UpdateOutput]]
+Item = UpdateInput | LainrUpdateInput
+Compute = Callable[[AnyRuntime, Sequence[Item]], list[UpdateOutput]]
 
 
 @dataclass
 class _Lane:
-    runtime: ModelRuntime
-    queue: deque[tuple[UpdateInput, asyncio.Future[UpdateOutput]]] = field(default_factory=deque)
+    runtime: AnyRuntime
+    queue: deque[tuple[Item, asyncio.Future[UpdateOutput]]] = field(default_factory=deque)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -53,7 +55,7 @@ class MicroBatcher:
         self._queued = 0
         self._expecting = 0
 
-    def _lane(self, runtime: ModelRuntime) -> _Lane:
+    def _lane(self, runtime: AnyRuntime) -> _Lane:
         lane = self._lanes.get(runtime.name)
         if lane is None or lane.runtime is not runtime:
             lane = self._lanes[runtime.name] = _Lane(runtime)
@@ -71,7 +73,7 @@ class MicroBatcher:
             for lane in self._lanes.values():
                 lane.arrived.set()
 
-    async def submit(self, runtime: ModelRuntime, item: UpdateInput) -> UpdateOutput:
+    async def submit(self, runtime: AnyRuntime, item: Item) -> UpdateOutput:
         if self._queued >= self.queue_limit:
             raise Busy(
                 f"the assimilation queue is full ({self.queue_limit} updates waiting); retry after the "

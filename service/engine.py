@@ -85,6 +85,7 @@ class UpdateOutput:
     innovation: float  # RMS of (phi_t - forecast mean) / latent noise
     batch_size: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds, for the whole batch
+    n_observations: int | None = None  # LAINR: observations assimilated
 
 
 def assimilate(

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from models.lainr_bundle import LainrManifest
 from service.errors import BadInput, TooLarge
 from service.metrics import FIELD_QUERY_DURATION
-from service.runtime import ModelRuntime
+from service.runtime import AnyRuntime
 from service.schemas import FieldQuery
 from service.sessions import SessionManager
 from service.state import SessionState, ensemble_field
@@ -31,7 +32,7 @@ class FieldService:
         self.manager = manager
         self.executor = executor
 
-    def _resolve_step(self, runtime: ModelRuntime, step: int | None, time_s: float | None) -> int | None:
+    def _resolve_step(self, runtime: AnyRuntime, step: int | None, time_s: float | None) -> int | None:
         if step is not None and time_s is not None:
             raise BadInput("give either step or time, not both")
         if time_s is None:
@@ -136,41 +137,50 @@ class FieldService:
         )
 
 
-def _decode(runtime: ModelRuntime, ensemble: np.ndarray, xi: np.ndarray, method: str) -> np.ndarray:
-    latents = ensemble[:, : runtime.manifest.d_s]
+def _decode(runtime: AnyRuntime, ensemble: np.ndarray, xi: np.ndarray, method: str) -> np.ndarray:
+    latents = runtime.latents(ensemble)
     if method == "latent-mean":
         latents = latents.mean(axis=0, keepdims=True)
     return runtime.decode(latents, xi)
 
 
-def picture_grid(runtime: ModelRuntime, default_points: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Axis values of the picture: the bundle's training grid, else a regular grid over the domain."""
+def picture_grid(runtime: AnyRuntime, default_points: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Axis values of the picture (horizontal, vertical): the bundle's training grid, else a regular
+    grid over the domain. LAINR models: longitude across, latitude up."""
     m = runtime.manifest
+    if isinstance(m, LainrManifest):
+        return np.asarray(m.grid.lon), np.asarray(m.grid.lat)
     axes = list(m.domain)[:2]
     if m.grid is not None and all(a in m.grid for a in axes):
         return np.asarray(m.grid[axes[0]]), np.asarray(m.grid[axes[1]])
     return tuple(np.linspace(*m.domain[a], default_points) for a in axes)  # type: ignore[return-value]
 
 
-def _render(runtime: ModelRuntime, ensemble: np.ndarray, channel: str, step: int, session_id: str) -> bytes:
+def _render(runtime: AnyRuntime, ensemble: np.ndarray, channel: str, step: int, session_id: str) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     m = runtime.manifest
     xs, ys = picture_grid(runtime)
     xx, yy = np.meshgrid(xs, ys, indexing="xy")
-    xi = runtime.query_points(np.stack([xx.ravel(), yy.ravel()], axis=1))
+    lat_lon = isinstance(m, LainrManifest)
+    grid_points = np.stack([yy.ravel(), xx.ravel()] if lat_lon else [xx.ravel(), yy.ravel()], axis=1)
+    xi = runtime.query_points(grid_points)
     field = _decode(runtime, ensemble, xi, "latent-mean")[0, :, m.channels.index(channel)].reshape(xx.shape)
     figure = Figure(figsize=(5.2, 4.4), dpi=100)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     image = ax.imshow(
-        field, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), cmap="RdBu_r", aspect="equal"
+        field,
+        origin="lower" if ys[0] < ys[-1] else "upper",
+        extent=(xs[0], xs[-1], *sorted((ys[0], ys[-1]))),
+        cmap="RdBu_r",
+        aspect="equal",
     )
     unit = m.channel_units[m.channels.index(channel)]
     figure.colorbar(image, ax=ax, label=f"{channel} ({unit})")
     ax.set_title(f"{m.name}: {channel}, mean field at step {step}")
-    axes = list(m.domain)
+    axes = ["longitude (deg)", "latitude (deg)"] if lat_lon else list(m.domain)
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1] if len(axes) > 1 else "")
     buffer = io.BytesIO()

@@ -11,11 +11,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from models.bundle import Bundle, BundleError, Device, Manifest, load_bundle
+from models.bundle import Bundle, BundleError, Device, Manifest, bundle_kind, load_bundle
 from service.errors import BadInput
+
+if TYPE_CHECKING:
+    from service.lainr_runtime import LainrRuntime
 
 
 def sensor_keys(manifest: Manifest) -> list[str]:
@@ -53,6 +57,14 @@ class ModelRuntime:
     @property
     def dim(self) -> int:
         return self.manifest.d_s + self.manifest.d_u
+
+    @property
+    def kind(self) -> str:
+        return "ldensf"
+
+    def latents(self, ensemble: np.ndarray) -> np.ndarray:
+        """The latent state s of augmented members [s, u_net]."""
+        return ensemble[:, : self.manifest.d_s]
 
     # ---------------------------------------------------------------- units
 
@@ -167,15 +179,25 @@ class ModelRuntime:
         return x
 
 
-def load_models(model_dir: Path, *, device: Device, threads: int) -> dict[str, ModelRuntime]:
-    """Every bundle directory in ``model_dir`` (a directory holding manifest.json), by bundle name.
+AnyRuntime = Union[ModelRuntime, "LainrRuntime"]
+
+
+def load_models(model_dir: Path, *, device: Device, threads: int) -> dict[str, AnyRuntime]:
+    """Every bundle directory in ``model_dir`` (a directory holding manifest.json), by bundle name:
+    LD-EnSF bundles and LAINR bundles (``kind: "lainr"``).
 
     A bundle that fails its checks stops the start with the bundle's own list of problems."""
+    from service.lainr_runtime import LainrRuntime
+
     if not model_dir.is_dir():
         raise BundleError(model_dir, [f"model directory {model_dir} does not exist (set LDENSF_MODEL_DIR)"])
-    models: dict[str, ModelRuntime] = {}
+    models: dict[str, AnyRuntime] = {}
     for path in sorted(p for p in model_dir.iterdir() if (p / "manifest.json").is_file()):
-        runtime = ModelRuntime.load(path, device=device, threads=threads)
+        runtime: AnyRuntime
+        if bundle_kind(path) == "lainr":
+            runtime = LainrRuntime.load(path, device=device, threads=threads)
+        else:
+            runtime = ModelRuntime.load(path, device=device, threads=threads)
         if runtime.name in models:
             raise BundleError(path, [f"another bundle in {model_dir} is also named {runtime.name!r}"])
         models[runtime.name] = runtime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -28,6 +28,11 @@ class SensorInfo(BaseModel):
 
 
 class ModelSummary(BaseModel):
+    kind: Literal["ldensf", "lainr"] = Field(
+        default="ldensf",
+        description="ldensf: fixed sensors through the LSTM encoder, EnSF in the latent space; lainr: "
+        "observations at any (lat, lon), decoder as observation operator, ensemble Kalman filters",
+    )
     name: str
     version: str
     problem: str
@@ -58,8 +63,12 @@ class ModelDetail(ModelSummary):
 
 
 class FilterOverrides(_Body):
-    """EnSF settings for one session; unset fields take the bundle's defaults."""
+    """Filter settings for one session; unset fields take the bundle's defaults. LD-EnSF models take
+    the EnSF settings; LAINR models take ``method``, ``inflation`` and ``rtps``."""
 
+    method: Literal["etkf-q", "etkf", "enkf", "senkf", "denkf"] | None = Field(
+        default=None, description="LAINR models: the latent ensemble Kalman filter (default etkf-q)"
+    )
     eps_a: float | None = Field(default=None, gt=0, le=1)
     eps_b: float | None = Field(default=None, ge=0, lt=1)
     n_steps: int | None = Field(default=None, ge=1, le=1000, description="K, reverse-SDE steps")
@@ -144,6 +153,13 @@ class SessionInfo(BaseModel):
 # ------------------------------------------------------------------------------------ observations
 
 
+class PointObservation(_Body):
+    lat: Finite = Field(description="latitude in degrees, -90..90")
+    lon: Finite = Field(description="longitude in degrees, 0..360 (or -180..180)")
+    channel: str = Field(min_length=1, max_length=100)
+    value: Finite = Field(description="physical units of the channel")
+
+
 class ObservationPost(_Body):
     model_config = ConfigDict(
         extra="forbid",
@@ -151,22 +167,48 @@ class ObservationPost(_Body):
             "examples": [
                 {"step": 0, "values": [0.0, 0.01, -0.02], "noise_level": 0.05},
                 {"step": 1, "values": {"eta:0": 0.01, "eta:1": 0.0}, "noise_level": 0.0},
+                {
+                    "step": 0,
+                    "observations": [{"lat": 45.0, "lon": 10.0, "channel": "height", "value": 9800.0}],
+                    "noise_level": 0.1,
+                },
             ]
         },
     )
 
     step: int = Field(ge=0, description="0 for the first observation, then 1, 2, ... in order")
-    values: list[Finite] | dict[str, Finite] = Field(
-        description="d_y physical sensor values in the model's observation order, or a mapping "
-        "'<channel>:<sensor index>' -> value holding every sensor"
+    values: list[Finite] | dict[str, Finite] | None = Field(
+        default=None,
+        description="LD-EnSF models: d_y physical sensor values in the model's observation order, or a "
+        "mapping '<channel>:<sensor index>' -> value holding every sensor",
     )
-    noise_level: Finite = Field(default=0.0, ge=0, description="relative sensor noise (0.05 = 5 %)")
+    observations: list[PointObservation] | None = Field(
+        default=None,
+        description="LAINR models: observations at any points, which may change from one step to the "
+        "next (an empty list forecasts without assimilating)",
+    )
+    noise_level: Finite | None = Field(
+        default=None,
+        ge=0,
+        description="relative observation noise (0.05 = 5 %); default 0 for LD-EnSF models, the bundle's "
+        "default (0.1 of each channel's std) for LAINR models",
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ObservationPost:
+        if (self.values is None) == (self.observations is None):
+            raise ValueError(
+                "give exactly one of 'values' (LD-EnSF models: the fixed sensors) or 'observations' "
+                "(LAINR models: a list of {lat, lon, channel, value})"
+            )
+        return self
 
 
 class Diagnostics(BaseModel):
     spread: float = Field(description="RMS over latent dimensions of the analysis member std")
     innovation: float = Field(description="RMS of (encoded observation - forecast mean) / latent noise")
     batch_size: int = Field(description="sessions assimilated in the same batched call")
+    n_observations: int | None = Field(default=None, description="LAINR models: observations assimilated")
 
 
 class ObservationResult(BaseModel):
@@ -224,7 +266,10 @@ class FieldQuery(_Body):
     )
 
     # plain floats: NaN/inf and the domain are checked on the array, much faster for 1e5 points
-    points: list[list[float]] = Field(description="query points [x, y] in physical units, inside the domain")
+    points: list[list[float]] = Field(
+        description="query points in physical units inside the domain: [x, y] for LD-EnSF models, "
+        "[lat, lon] in degrees for LAINR models"
+    )
     step: int | None = Field(default=None, ge=0, description="a past step; default: the current")
     time: Finite | None = Field(default=None, ge=0, description="or the time in s (step x time_per_step_s)")
     stats: list[Stat] = Field(default_factory=_mean_only, min_length=1)

@@ -23,9 +23,11 @@ import torch
 from service.batcher import MicroBatcher
 from service.engine import UpdateInput, UpdateOutput, effective_filter, ensf_config
 from service.errors import BadInput, Conflict, NotFound, ServiceError
+from service.lainr_engine import LainrUpdateInput, lainr_filter
+from service.lainr_runtime import LainrRuntime
 from service.locks import KeyedLocks
 from service.metrics import ENSEMBLE_SPREAD, OBSERVATIONS, UPDATE_DURATION
-from service.runtime import ModelRuntime
+from service.runtime import AnyRuntime, ModelRuntime
 from service.schemas import ObservationPost, SessionCreate
 from service.settings import Settings
 from service.state import (
@@ -41,7 +43,7 @@ from service.stores import SessionStore, session_key
 SESSION_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-def parameter_summary(runtime: ModelRuntime, ensemble: np.ndarray) -> dict[str, dict[str, float]]:
+def parameter_summary(runtime: AnyRuntime, ensemble: np.ndarray) -> dict[str, dict[str, float]]:
     """Ensemble mean and std (ddof 1) of each parameter, physical units."""
     u = runtime.unscale_params(ensemble[:, runtime.manifest.d_s :])
     mean, std = u.mean(axis=0), u.std(axis=0, ddof=1)
@@ -61,7 +63,7 @@ class SessionManager:
         self,
         settings: Settings,
         store: SessionStore,
-        models: dict[str, ModelRuntime],
+        models: dict[str, AnyRuntime],
         batcher: MicroBatcher,
     ) -> None:
         self.settings = settings
@@ -75,7 +77,7 @@ class SessionManager:
     def key(self, tenant: str, session_id: str) -> str:
         return session_key(self.settings.redis_prefix, tenant, session_id)
 
-    def runtime(self, name: str) -> ModelRuntime:
+    def runtime(self, name: str) -> AnyRuntime:
         runtime = self.models.get(name)
         if runtime is None:
             raise NotFound(f"unknown model {name!r}; this server has {sorted(self.models)} (GET /v1/models)")
@@ -103,7 +105,7 @@ class SessionManager:
         }
         return state
 
-    def runtime_of(self, meta: SessionMeta) -> ModelRuntime:
+    def runtime_of(self, meta: SessionMeta) -> AnyRuntime:
         runtime = self.runtime(meta.model)
         if runtime.version != meta.model_version:
             raise Conflict(
@@ -135,27 +137,43 @@ class SessionManager:
 
     async def create(self, tenant: str, body: SessionCreate) -> dict[str, Any]:
         runtime = self.runtime(body.model)
-        m = runtime.manifest
-        size = body.ensemble_size or m.filter_defaults.ensemble_size
+        size = body.ensemble_size or runtime.manifest.filter_defaults.ensemble_size
         if size > self.settings.max_ensemble:
             raise BadInput(
                 f"ensemble_size {size} exceeds this server's limit of {self.settings.max_ensemble} "
                 "(LDENSF_MAX_ENSEMBLE)"
             )
-        settings = effective_filter(runtime, body.filter.model_dump())
-        try:
-            ensf_config(runtime, settings)
-        except ValueError as err:
-            raise BadInput(f"filter: {err}") from None
-        bounds = self._prior_bounds(runtime, body.parameter_prior)
         seed = body.seed if body.seed is not None else secrets.randbits(63)
-
         generator = torch.Generator().manual_seed(seed)
-        lo, hi = np.array(bounds).T
-        u = lo + (hi - lo) * torch.rand((size, m.d_u), generator=generator, dtype=torch.float64).numpy()
-        # LDNet latents start at s = 0 (the first stored latent is one step in); all spread is in u.
-        ensemble = np.concatenate([np.zeros((size, m.d_s)), runtime.scale_params(u)], axis=1)
-        lstm = np.zeros((m.graphs.encoder_layers, m.graphs.encoder_hidden), dtype=np.float32)
+        if isinstance(runtime, LainrRuntime):
+            if body.parameter_prior:
+                raise BadInput(
+                    f"model {runtime.name!r} estimates no parameters (a LAINR model); leave out "
+                    "parameter_prior"
+                )
+            settings = lainr_filter(runtime, body.filter.model_dump())
+            bounds: list[tuple[float, float]] = []
+            ensemble = runtime.prior_ensemble(size, generator)
+            lstm = np.zeros((0, 0), dtype=np.float32)
+        else:
+            m = runtime.manifest
+            settings = effective_filter(runtime, body.filter.model_dump())
+            if settings.get("method") is not None:
+                raise BadInput(
+                    f"filter.method applies to LAINR models; model {runtime.name!r} runs LD-EnSF (EnSF "
+                    "settings: eps_a, eps_b, n_steps, scale, prior_score, damping, inflation, rtps)"
+                )
+            settings.pop("method", None)
+            try:
+                ensf_config(runtime, settings)
+            except ValueError as err:
+                raise BadInput(f"filter: {err}") from None
+            bounds = self._prior_bounds(runtime, body.parameter_prior)
+            lo, hi = np.array(bounds).T
+            u = lo + (hi - lo) * torch.rand((size, m.d_u), generator=generator, dtype=torch.float64).numpy()
+            # LDNet latents start at s = 0 (the first stored latent is one step in); all spread is in u.
+            ensemble = np.concatenate([np.zeros((size, m.d_s)), runtime.scale_params(u)], axis=1)
+            lstm = np.zeros((m.graphs.encoder_layers, m.graphs.encoder_hidden), dtype=np.float32)
         now = time.time()
         for _ in range(3):
             session_id = secrets.token_urlsafe(24)
@@ -222,9 +240,7 @@ class SessionManager:
                     state = await self.load(tenant, session_id)
                     model = state.meta.model
                     runtime = self.runtime_of(state.meta)
-                    y = runtime.observation(body.values)
-                    noise_std = runtime.latent_noise(body.noise_level)
-                    digest = payload_digest(y, body.noise_level)
+                    item, digest = self._update_input(runtime, state, body)
                     if body.step <= state.meta.step:
                         answer = await self._replay(key, session_id, state.meta.step, body.step, digest)
                         OBSERVATIONS.labels(model, "replayed").inc()
@@ -234,15 +250,6 @@ class SessionManager:
                             f"step {body.step} skips ahead: session {session_id!r} expects step "
                             f"{state.meta.step + 1} next (steps are assimilated in order)"
                         )
-                    item = UpdateInput(
-                        y_net=runtime.normalise_observation(y),
-                        noise_std=noise_std,
-                        ensemble=state.ensemble,
-                        h=state.h,
-                        c=state.c,
-                        rng=state.rng,
-                        config=ensf_config(runtime, state.meta.filter),
-                    )
                 output = await self.batcher.submit(runtime, item)
                 answer, replayed = await self._store_update(
                     key, session_id, state, runtime, body.step, output, digest
@@ -259,6 +266,44 @@ class SessionManager:
             UPDATE_DURATION.labels(model, "total").observe(total)
         OBSERVATIONS.labels(model, "replayed" if replayed else "assimilated").inc()
         return answer, replayed
+
+    def _update_input(
+        self, runtime: AnyRuntime, state: SessionState, body: ObservationPost
+    ) -> tuple[UpdateInput | LainrUpdateInput, str]:
+        """The engine's input for this post and the digest that identifies its payload."""
+        if isinstance(runtime, LainrRuntime):
+            if body.observations is None:
+                raise BadInput(
+                    f"model {runtime.name!r} is a LAINR model: post 'observations' as a list of "
+                    "{lat, lon, channel, value} (any points), not 'values'"
+                )
+            obs = runtime.observations(body.observations, body.noise_level)
+            digest = hashlib.sha256(obs.digest_bytes()).hexdigest()
+            return LainrUpdateInput(
+                ensemble=state.ensemble,
+                observations=obs,
+                forecast=body.step > 0,
+                rng=state.rng,
+                settings=state.meta.filter,
+            ), digest
+        if body.values is None:
+            raise BadInput(
+                f"model {runtime.name!r} is an LD-EnSF model: post 'values' of its fixed sensors "
+                f"(GET /v1/models/{runtime.name}), not 'observations'"
+            )
+        noise_level = body.noise_level or 0.0
+        y = runtime.observation(body.values)
+        noise_std = runtime.latent_noise(noise_level)
+        item = UpdateInput(
+            y_net=runtime.normalise_observation(y),
+            noise_std=noise_std,
+            ensemble=state.ensemble,
+            h=state.h,
+            c=state.c,
+            rng=state.rng,
+            config=ensf_config(runtime, state.meta.filter),
+        )
+        return item, payload_digest(y, noise_level)
 
     async def _replay(
         self, key: str, session_id: str, current: int, step: int, digest: str
@@ -286,7 +331,7 @@ class SessionManager:
         key: str,
         session_id: str,
         state: SessionState,
-        runtime: ModelRuntime,
+        runtime: AnyRuntime,
         step: int,
         output: UpdateOutput,
         digest: str,
@@ -301,6 +346,7 @@ class SessionManager:
                 "spread": spread,
                 "innovation": output.innovation,
                 "batch_size": output.batch_size,
+                **({"n_observations": output.n_observations} if output.n_observations is not None else {}),
             },
             "timings_ms": {k: round(v * 1e3, 3) for k, v in output.timings.items()},
         }

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Response
 
+from models.lainr_bundle import LainrManifest
 from service.auth import Tenant
 from service.deps import Manager
 from service.schemas import ErrorAnswer, ParametersAnswer, SessionCreate, SessionInfo
@@ -51,6 +52,8 @@ async def get_parameters(session_id: str, tenant: Tenant, manager: Manager) -> d
     state = await manager.load(tenant, session_id)
     runtime = manager.runtime_of(state.meta)
     m = runtime.manifest
+    if isinstance(m, LainrManifest):  # a LAINR model estimates the state only
+        return {"step": state.meta.step, "parameters": {}}
     u = runtime.unscale_params(state.ensemble[:, m.d_s :])
     q05, q95 = np.quantile(u, [0.05, 0.95], axis=0)
     return {
