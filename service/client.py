@@ -190,6 +190,25 @@ class Client:
             )
         )
 
+    def observe_points(
+        self,
+        session_id: str,
+        step: int,
+        observations: Sequence[Mapping[str, Any]],
+        noise_level: float | None = None,
+    ) -> dict[str, Any]:
+        """LAINR models: assimilate ``[{"lat", "lon", "channel", "value"}, ...]`` at any points."""
+        body: dict[str, Any] = {"step": step, "observations": list(observations)}
+        if noise_level is not None:
+            body["noise_level"] = noise_level
+        return dict(
+            _answer(
+                self.http.post(
+                    f"/v1/sessions/{session_id}/observations", content=encode_json(body), headers=JSON
+                )
+            )
+        )
+
     def parameters(self, session_id: str) -> dict[str, Any]:
         return dict(_answer(self.http.get(f"/v1/sessions/{session_id}/parameters")))
 

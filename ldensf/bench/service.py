@@ -93,7 +93,7 @@ def export_paper_shaped_bundle(out_dir: Path) -> Path:
 
 
 def _start_server(
-    model_dir: Path, redis_url: str, prefix: str, port: int, log: Path
+    model_dir: Path, redis_url: str, prefix: str, port: int, log: Path, wrapper: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -103,7 +103,8 @@ def _start_server(
         "LDENSF_BENCH_ENDPOINTS": "1",
         "LDENSF_DEVICE": "cpu",
     }
-    command = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--port", str(port)]
+    command = [*(wrapper or []), sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"]
+    command += ["--port", str(port)]
     command += ["--log-level", "warning", "--no-access-log"]
     with log.open("wb") as handle:
         return subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)

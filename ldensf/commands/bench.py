@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ldensf.bench.filters import bench_filters_command
+from ldensf.bench.lainr_service import bench_lainr_command
 from ldensf.bench.onnx import bench_onnx_command
 from ldensf.bench.service import bench_service_command
 from ldensf.bench.sim import bench_sim_command
@@ -14,3 +15,4 @@ app.command("sim")(bench_sim_command)
 app.command("filters")(bench_filters_command)
 app.command("onnx")(bench_onnx_command)
 app.command("service")(bench_service_command)
+app.command("lainr")(bench_lainr_command)
