@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.conv_ae import ConvAEConfig, ConvAutoencoder
 from models.encoder import EncoderConfig, ObservationEncoder
+from models.lainr import Lainr, LainrConfig
 from models.ldnet import LDNet, LDNetConfig
 from models.vae import CoupledVAE, VAEConfig
 
@@ -32,6 +34,8 @@ MODEL_KINDS: dict[str, tuple[type[Any], Callable[[Any], nn.Module]]] = {
     "ldnet": (LDNetConfig, LDNet),
     "encoder": (EncoderConfig, ObservationEncoder),
     "vae": (VAEConfig, CoupledVAE),
+    "lainr": (LainrConfig, Lainr),
+    "conv_ae": (ConvAEConfig, ConvAutoencoder),
 }
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.config import ConfigError, from_dict
+from training.conv_ae_training import ConvAETrainConfig
 from training.encoder_training import EncoderTrainConfig
+from training.lainr_training import LainrTrainConfig
 from training.ldnet_training import LDNetTrainConfig
 from training.vae_training import VAETrainConfig
 
@@ -21,6 +23,8 @@ class RunConfig:
     ldnet: LDNetTrainConfig = field(default_factory=LDNetTrainConfig)
     encoder: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
+    lainr: LainrTrainConfig = field(default_factory=LainrTrainConfig)
+    conv_ae: ConvAETrainConfig = field(default_factory=ConvAETrainConfig)
 
 
 def load_run_config(path: str | Path) -> RunConfig:

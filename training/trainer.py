@@ -62,7 +62,7 @@ class Task(Protocol):
     @property
     def model(self) -> nn.Module: ...
 
-    def trainable_parameters(self) -> Iterable[nn.Parameter]: ...
+    def trainable_parameters(self) -> Iterable[nn.Parameter] | Iterable[dict[str, Any]]: ...
 
     def batches(self, generator: torch.Generator) -> Iterator[Any]: ...
 
@@ -109,9 +109,15 @@ def fit(
     ckpt_path = out_dir / "checkpoint.pt"
     metrics_path = out_dir / "metrics.jsonl"
     generator = seed_everything(seed)
-    params = list(task.trainable_parameters())
+    # a task may hand out optimiser parameter groups ({"params": [...], "lr": ...}) instead of
+    # parameters, to give parts of the model their own learning rates
+    handed: list[Any] = list(task.trainable_parameters())
+    groups: list[dict[str, Any]] = (
+        handed if handed and all(isinstance(g, dict) for g in handed) else [{"params": handed}]
+    )
+    params = [p for g in groups for p in g["params"]]
     device_type = params[0].device.type if params else "cpu"
-    optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    optimizer = torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay)
     scheduler = learning_rate_schedule(optimizer, optim)
     start_epoch = 0
     if resume and ckpt_path.exists():

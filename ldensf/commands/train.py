@@ -31,11 +31,19 @@ def _device(name: str) -> str:
 
 def _run(kind: str, config: Path, data: Path, out: Path, resume: bool, overwrite: bool, device: str) -> None:
     from training.config import ConfigError
+    from training.conv_ae_training import run_train_conv_ae
+    from training.lainr_training import run_train_lainr
     from training.pipeline import PipelineError, run_train_encoder, run_train_ldnet, run_train_vae
 
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite contradict each other; choose one")
-    runner = {"ldnet": run_train_ldnet, "encoder": run_train_encoder, "vae": run_train_vae}[kind]
+    runner = {
+        "ldnet": run_train_ldnet,
+        "encoder": run_train_encoder,
+        "vae": run_train_vae,
+        "lainr": run_train_lainr,
+        "conv_ae": run_train_conv_ae,
+    }[kind]
     try:
         metrics = runner(config, data, out, resume=resume, overwrite=overwrite, device=_device(device))
     except (ConfigError, PipelineError) as err:
@@ -83,6 +91,33 @@ def train_vae_command(
 ) -> None:
     """Coupled VAE of Latent-EnSF (the baseline) into OUT/vae."""
     _run("vae", config, data, out, resume, overwrite, device)
+
+
+@app.command("lainr")
+def train_lainr_command(
+    config: ConfigOpt,
+    data: DataOpt,
+    out: OutOpt,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """LAINR on a spherical dataset: SINR decoder, codes and latent ODE, then the model-error
+    estimator, into OUT/lainr (docs/lainr.md)."""
+    _run("lainr", config, data, out, resume, overwrite, device)
+
+
+@app.command("conv-ae")
+def train_conv_ae_command(
+    config: ConfigOpt,
+    data: DataOpt,
+    out: OutOpt,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Convolutional autoencoder (LAINR's baseline, latent size of the SINR) into OUT/conv_ae."""
+    _run("conv_ae", config, data, out, resume, overwrite, device)
 
 
 def calibrate_command(
