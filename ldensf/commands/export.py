@@ -43,7 +43,10 @@ def export_command(
         bool, typer.Option("--vae", help="Export the run's coupled VAE (Latent-EnSF baseline) instead.")
     ] = False,
 ) -> None:
-    """Export the run's dynamics, encoder and reconstruction networks to ONNX with a manifest."""
+    """Export the run's dynamics, encoder and reconstruction networks to ONNX with a manifest.
+
+    A run directory with RUN_DIR/lainr (and no ldnet/) is a LAINR run: its SINR decoder and latent
+    ODE are exported as a lainr bundle (docs/lainr.md)."""
     from ldensf.commands.bundle import describe
     from models.bundle import read_manifest
     from models.onnx_export import ExportError, export_bundle
@@ -57,6 +60,20 @@ def export_command(
             typer.echo(f"Error: {err}", err=True)
             raise typer.Exit(code=1) from None
         typer.echo(f"Exported the VAE to {path}")
+        return
+    if (run_dir / "lainr" / "checkpoint.pt").is_file() and not (run_dir / "ldnet").exists():
+        from models.lainr_bundle import read_lainr_manifest
+        from models.lainr_export import export_lainr
+
+        if filter_settings:
+            typer.echo("Error: --filter sets EnSF defaults; a LAINR bundle has none to override", err=True)
+            raise typer.Exit(code=1)
+        try:
+            path = export_lainr(run_dir, out, name, version=bundle_version, overwrite=overwrite)
+        except ExportError as err:
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(code=1) from None
+        typer.echo(f"Exported {path}: {describe(read_lainr_manifest(path))}")
         return
     overrides = _parse_filter_settings(filter_settings or [])
     try:
