@@ -270,3 +270,109 @@ def paper_command(
     if must_check and failed:
         typer.echo("claims missed: " + ", ".join(c.name for c in failed), err=True)
         raise typer.Exit(code=1)
+
+
+@app.command("lainr")
+def lainr_command(
+    run: Path = typer.Option(..., "--run", help="LAINR run directory (ldensf train lainr)"),
+    data: Path = typer.Option(..., "--data", help="spherical shallow-water dataset (its split)"),
+    out: Path = typer.Option(..., "--out", help="report directory to write (report.md, metrics.json, PNGs)"),
+    ae_run: Path | None = typer.Option(
+        None, "--ae-run", help="conv autoencoder run (ldensf train conv-ae): the reconstruction baseline"
+    ),
+    split: str = typer.Option("test", help="test | val (tune the filter settings on val, report on test)"),
+    methods: str = typer.Option("enkf,senkf,denkf,etkf,etkf-q", help="comma-separated filters"),
+    trajectories: int | None = typer.Option(None, help="trajectories of the split (default: all)"),
+    cycles: int | None = typer.Option(None, help="frames of each trajectory (default: all)"),
+    ensemble: int = typer.Option(32, "--ensemble", "-N", help="ensemble members N"),
+    n_obs: int = typer.Option(1024, help="observed grid values per cycle (random, new every cycle)"),
+    obs_noise: float = typer.Option(0.1, help="observation noise std, times the channel's training std"),
+    sigma_x_b: float = typer.Option(0.1, help="noise on the first frame before auto-decoding (normalised)"),
+    sigma_z_b: float = typer.Option(0.1, help="latent perturbation std of the initial ensemble"),
+    inflation: float = typer.Option(1.02, help="multiplicative inflation of the forecast anomalies"),
+    rtps: float = typer.Option(0.0, help="relaxation to prior spread (0..1)"),
+    encode_steps: int | None = typer.Option(None, help="auto-decoding steps (default: the run's)"),
+    recon_frame_stride: int = typer.Option(5, help="reconstruction table: every n-th frame"),
+    seed: int = typer.Option(0, help="seed of observations, background noise and filters"),
+    threads: int = typer.Option(1, help="torch threads (more only pays on idle cores)"),
+    quick: bool = typer.Option(
+        False, "--quick", help="CI mode: one trajectory, 8 cycles, N = 8; checks filters beat the free run"
+    ),
+    check: bool | None = typer.Option(
+        None, "--check/--no-check", help="exit 1 when a check is missed (default: only --quick checks)"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing report at --out"),
+) -> None:
+    """LAINR offline: reconstruction (SINR vs autoencoder) and latent assimilation twin experiments."""
+    import shlex
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.experiments.lainr import ConfigError, LainrConfig, ReportError, run_lainr, write_report
+    from training.experiments.lainr import quick as quick_mode
+    from training.experiments.lainr.report import check_output
+
+    try:
+        config = LainrConfig(
+            run=run,
+            ae_run=ae_run,
+            data=data,
+            split=split,
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            trajectories=trajectories,
+            cycles=cycles,
+            ensemble=ensemble,
+            n_obs=n_obs,
+            obs_noise=obs_noise,
+            sigma_x_b=sigma_x_b,
+            sigma_z_b=sigma_z_b,
+            inflation=inflation,
+            rtps=rtps,
+            encode_steps=encode_steps,
+            recon_frame_stride=recon_frame_stride,
+            seed=seed,
+            threads=threads,
+        )
+        if quick:
+            config = quick_mode(config)
+        check_output(out, overwrite)
+    except (ConfigError, ReportError) as err:
+        raise typer.BadParameter(str(err)) from None
+
+    command = (
+        shlex.join(["ldensf", *sys.argv[1:]])
+        if Path(sys.argv[0]).name == "ldensf"
+        else f"ldensf experiment lainr --run {run} --data {data} --out {out}" + (" --quick" if quick else "")
+    )
+    console = Console(stderr=True)
+    try:
+        result = run_lainr(config, log=lambda line: console.print(line))
+        path = write_report(result, out, command, overwrite=overwrite)
+    except (ConfigError, ReportError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+
+    table = Table(title=f"LAINR latent assimilation, steady state ({path})")
+    for column in ("method", "RMSE", "relative", "spread", "ms / cycle"):
+        table.add_column(column)
+    for method in result.runs:
+        s = result.summary(method)
+        table.add_row(
+            method, f"{s['rmse']:.4f}", f"{s['relative']:.4f}", f"{s['spread']:.4f}",
+            f"{s['ms_per_cycle']['total']:.1f}",
+        )  # fmt: skip
+    for row in result.reconstruction:
+        table.add_row(f"reconstruction: {row.model}", f"{row.rmse:.4f}", f"{row.relative:.4f}", "", "")
+    for item in result.checks:
+        table.add_row(
+            item.claim, item.measured, {True: "met", False: "MISSED", None: "-"}[item.passed], "", ""
+        )
+    Console().print(table)
+    typer.echo(f"wrote {path / 'report.md'} in {result.seconds['total']:.0f} s")
+    must_check = quick if check is None else check
+    failed = [c for c in result.checks if c.passed is False and (check or c.name == "ordering")]
+    if must_check and failed:
+        typer.echo("checks missed: " + ", ".join(c.name for c in failed), err=True)
+        raise typer.Exit(code=1)

@@ -1,0 +1,336 @@
+"""The report directory: ``report.md`` (tables and figures), ``metrics.json`` (every number behind them)
+and the PNG figures, staged beside the target and renamed into place (as the paper experiment's)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.experiments.lainr.config import HEADLINE_RATIO, METHOD_TITLES, LainrConfig
+from training.experiments.lainr.figures import write_figures
+from training.experiments.lainr.run import FREE_RUN, LainrResult
+from training.experiments.paper.report import ReportError, check_output
+
+REPORT = "report.md"
+METRICS = "metrics.json"
+
+__all__ = ["METRICS", "REPORT", "ReportError", "check_output", "write_report"]
+
+
+def write_report(result: LainrResult, out: Path, command: str, overwrite: bool = False) -> Path:
+    check_output(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        figures = write_figures(result, staged)
+        (staged / METRICS).write_text(json.dumps(_finite(metrics_payload(result, command)), indent=1) + "\n")
+        (staged / REPORT).write_text(markdown(result, command, figures))
+        staged.chmod(0o755)
+        check_output(out, overwrite)
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            out.replace(retired / out.name)
+            staged.replace(out)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staged.replace(out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return out
+
+
+def _finite(value: Any) -> Any:
+    """JSON without NaN/inf (they become null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def config_dict(config: LainrConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = (
+            str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+        )
+    return out
+
+
+def _model_error_summary(result: LainrResult) -> dict[str, float]:
+    q = result.surrogate.model_error.double().numpy()
+    variances = np.diag(q)
+    return {
+        "mean_variance": float(variances.mean()),
+        "min_variance": float(variances.min()),
+        "max_variance": float(variances.max()),
+        "trace": float(variances.sum()),
+    }
+
+
+def metrics_payload(result: LainrResult, command: str) -> dict[str, Any]:
+    truths = result.truths
+    return {
+        "command": command,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config_dict(result.config),
+        "environment": result.environment,
+        "seconds": result.seconds,
+        "surrogate": {
+            "name": result.surrogate.name,
+            "d_z": result.surrogate.d_z,
+            "details": result.surrogate.details,
+            "model_error": _model_error_summary(result),
+        },
+        "autoencoder": None
+        if result.autoencoder is None
+        else {
+            "name": result.autoencoder.name,
+            "d_z": result.autoencoder.d_z,
+            "details": result.autoencoder.details,
+        },
+        "truths": {
+            "source": truths.source,
+            "labels": truths.labels,
+            "frames": truths.n_frames,
+            "hours": truths.times.tolist(),
+            "channels": truths.channels,
+            "units": truths.units,
+            "channel_std": truths.state_std.tolist(),
+            "grid": list(truths.shape),
+        },
+        "steady_state_window": f"cycles {truths.n_frames // 2}..{truths.n_frames - 1} (second half)",
+        "checks": [c.to_dict() for c in result.checks],
+        "reconstruction": [row.to_dict() for row in result.reconstruction],
+        "background_rmse": result.background_rmse,
+        "summaries": {m: result.summary(m) for m in result.runs},
+        "curves": {
+            m: {
+                score: result.curve(m, score).tolist()
+                for score in ("rmse", "relative", "spread", "rmse_channel")
+            }
+            for m in result.runs
+        },
+    }
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+CAPTIONS = {
+    "rmse.png": "RMSE of the decoded ensemble mean per cycle (mean over the trajectories), every filter "
+    "and the free run; the grey band is the steady-state window",
+    "spread.png": "ensemble spread (dotted) against RMSE per cycle",
+    "maps.png": "truth, analysis and free run of both channels at the last cycle of the first trajectory",
+    "reconstruction.png": "reconstruction error on the frames of the table, LAINR (SINR) against the "
+    "autoencoder",
+}
+
+
+def markdown(result: LainrResult, command: str, figures: list[str]) -> str:
+    lines = _header_lines(result, command)
+    lines += ["", "## Checks", "", "| check | measured | verdict |", "|---|---|---|"]
+    for check in result.checks:
+        verdict = {True: "**met**", False: "**missed**", None: "not measured"}[check.passed]
+        lines.append(f"| {check.claim} | {check.measured} | {verdict} |")
+    lines += _headline_lines(result)
+    lines += _reconstruction_lines(result)
+    lines += _assimilation_lines(result)
+    lines += _settings_lines(result)
+    lines += ["", "## Figures", ""]
+    for name in figures:
+        lines += [f"**{CAPTIONS.get(name, name)}**", "", f"![{name}]({name})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _header_lines(result: LainrResult, command: str) -> list[str]:
+    config, truths, env = result.config, result.truths, result.environment
+    nlat, nlon = truths.shape
+    values = truths.n_channels * nlat * nlon
+    ae = result.autoencoder
+    return [
+        f"# LAINR latent assimilation{' (quick mode)' if config.quick else ''}",
+        "",
+        f"`{command}`",
+        "",
+        f"- Truths: {truths.n_trajectories} trajectories of {truths.n_frames} frames "
+        f"({truths.times[1] - truths.times[0]:g} h apart), {truths.source}; channels "
+        f"{', '.join(truths.channels)} on the {nlat} x {nlon} latitude-longitude grid.",
+        f"- Observations: every cycle (one saved interval) {config.n_obs} of the {values} grid values "
+        f"({100 * config.n_obs / values:.3g} %) at new random (channel, latitude, longitude) triples, noise "
+        f"std {config.obs_noise:g} x the channel's training std. Every method sees the same observations.",
+        f"- Models: {result.surrogate.name} from {config.run} (d_z = {result.surrogate.d_z}; "
+        f"{result.surrogate.details})"
+        + (f"; baseline {ae.name} from {config.ae_run} (d_z = {ae.d_z}; {ae.details})" if ae else "")
+        + ".",
+        f"- Initial ensemble: the first frame with N(0, {config.sigma_x_b:g}^2) noise (normalised units), "
+        f"auto-decoded, plus N(0, {config.sigma_z_b:g}^2 I) latent perturbations; N = {config.ensemble}. "
+        f"The free run forecasts the same ensemble with no analysis.",
+        "- Scores: RMSE of the decoded ensemble-mean latent against the truth over every grid value in "
+        "normalised units (each channel divided by its training std; unweighted by area, as the reference "
+        "code), relative error |x^ - x| / |x| of the z-scored fields, spread of the decoded members on every "
+        f"{config.spread_stride}th latitude and longitude. Steady state: the mean over cycles "
+        f"{truths.n_frames // 2}..{truths.n_frames - 1} (the second half), then over trajectories.",
+        f"- Machine: {env.get('cpu_count')} CPUs, {config.threads} threads, torch {env.get('torch')}; "
+        f"wall time {result.seconds.get('total', math.nan):.0f} s (reconstruction "
+        f"{result.seconds.get('reconstruction', math.nan):.0f} s, assimilation "
+        f"{result.seconds.get('assimilation', math.nan):.0f} s).",
+    ]
+
+
+def _headline_lines(result: LainrResult) -> list[str]:
+    check = result.check("headline")
+    if check.passed is not False:
+        return []
+    rmse = result.steady_rmse()
+    floor = result.reconstruction[0].rmse if result.reconstruction else math.nan
+    free = rmse.get(FREE_RUN, math.nan)
+    lines = [
+        "",
+        "### Why the headline is missed",
+        "",
+        f"The target stays {HEADLINE_RATIO:g}x. An analysis cannot decode closer to the truth than the "
+        f"decoder's reconstruction error of the truth itself: {_fmt(floor)} (normalised RMSE of "
+        f"auto-decoded frames, table below), so with the free run at {_fmt(free)} no latent filter can "
+        f"reach a ratio above {_fmt(free / floor if floor > 0 else math.nan, 2)}.",
+    ]
+    diverged = [m for m in result.runs if result.summary(m)["diverged"]]
+    if "etkf-q" in diverged:
+        lines.append("ETKF-Q diverged on some trajectories (see the table); its error there is NaN.")
+    return lines
+
+
+def _reconstruction_lines(result: LainrResult) -> list[str]:
+    rows = result.reconstruction
+    if not rows:
+        return []
+    channels = result.truths.channels
+    head = ["model", "d_z", "frames", *(f"RMSE {c}" for c in channels), "RMSE", "relative", "ms / frame"]
+    lines = [
+        "",
+        f"## Reconstruction ({result.config.split} split)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---|" * (len(head) - 1),
+    ]
+    for row in rows:
+        cells = [
+            row.model,
+            str(row.d_z),
+            str(row.frames),
+            *(_fmt(v) for v in row.rmse_channel),
+            _fmt(row.rmse),
+            _fmt(row.relative),
+            f"{1e3 * row.seconds_per_frame:.3g}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Every {result.config.recon_frame_stride}th frame of the first "
+        f"{len({k for k, _ in _recon_frames(result)})} trajectories; normalised units. LAINR encodes a frame "
+        "by auto-decoding (an inner optimisation of the code), the autoencoder by its encoder; the time is "
+        "encode + decode per frame.",
+    ]
+    return lines
+
+
+def _recon_frames(result: LainrResult) -> list[tuple[int, int]]:
+    from training.experiments.lainr.reconstruction import frames_to_score
+
+    config = result.config
+    return frames_to_score(
+        result.truths, config.recon_trajectories or result.truths.n_trajectories, config.recon_frame_stride
+    )
+
+
+def _assimilation_lines(result: LainrResult) -> list[str]:
+    channels = result.truths.channels
+    head = [
+        "method",
+        "RMSE",
+        "relative",
+        *(f"RMSE {c}" for c in channels),
+        "spread",
+        "spread / RMSE",
+        "forecast ms",
+        "decode-H ms",
+        "analysis ms",
+        "cycle ms",
+        "diverged",
+    ]
+    lines = [
+        "",
+        "## Latent assimilation, steady state",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---|" * (len(head) - 1),
+    ]
+    for method in result.runs:
+        s = result.summary(method)
+        ms = s["ms_per_cycle"]
+        cells = [
+            METHOD_TITLES.get(method, method),
+            _fmt(s["rmse"]),
+            _fmt(s["relative"]),
+            *(_fmt(v) for v in s["rmse_channel"]),
+            _fmt(s["spread"]),
+            _fmt(s["spread_over_rmse"], 2),
+            f"{ms['forecast']:.3g}",
+            f"{ms['decode_h']:.3g}" if method != FREE_RUN else "—",
+            f"{ms['analysis']:.3g}" if method != FREE_RUN else "—",
+            f"{ms['total']:.3g}",
+            f"{len(s['diverged'])} / {result.truths.n_trajectories}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    background = np.asarray(result.background_rmse)
+    lines += [
+        "",
+        "Times are per cycle for one trajectory's ensemble of N members, the mean over the cycles: the "
+        "latent ODE forecast of every member, decoding every member at the observed points (H), and the "
+        "rest of the analysis (including Q). The auto-decoded background's RMSE at t = 0: "
+        f"{_fmt(float(background.mean()) if background.size else math.nan)} (mean over trajectories).",
+    ]
+    for method in result.runs:
+        for item in result.summary(method)["diverged"]:
+            lines.append(
+                f"- {METHOD_TITLES.get(method, method)} diverged on trajectory {item['trajectory']} at cycle "
+                f"{item['cycle']}: {item['error']}"
+            )
+    return lines
+
+
+def _settings_lines(result: LainrResult) -> list[str]:
+    config = result.config
+    q = _model_error_summary(result)
+    tuned = (
+        "chosen on validation trajectories (docs/BENCHMARKS.md, LAINR section)"
+        if config.split == "test"
+        else "this is a validation run"
+    )
+    return [
+        "",
+        "## Settings",
+        "",
+        f"- Filters: inflation {config.inflation:g} of the forecast anomalies, RTPS {config.rtps:g}, "
+        f"sigma_z_b {config.sigma_z_b:g} ({tuned}); sigma_x_b {config.sigma_x_b:g} as the reference code.",
+        "- Model error Q (one cycle, from the run's estimator): mean variance "
+        f"{q['mean_variance']:.3g} (min {q['min_variance']:.3g}, max {q['max_variance']:.3g}). ETKF-Q takes "
+        "it deterministically (square root of P + Q); EnKF, SEnKF, DEnKF and ETKF as N(0, Q) draws added to "
+        "the forecast members, as the reference code's forecast does.",
+        f"- Seed {config.seed}: observations, background noise and latent perturbations depend only on it "
+        "and the trajectory.",
+    ]
