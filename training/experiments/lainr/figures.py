@@ -123,7 +123,7 @@ def _maps(plt: Any, result: LainrResult) -> Any:
                 vmin=-error_limit if is_error else lo,
                 vmax=error_limit if is_error else hi,
             )
-            axis.set_xlim(0, 360)
+            axis.set_xlim(lon.min() - 0.5 * (lon[1] - lon[0]), lon.max() + 0.5 * (lon[1] - lon[0]))
             axis.set_ylim(-90, 90)
             axis.set_xticks([0, 90, 180, 270, 360])
             axis.set_yticks([-90, -45, 0, 45, 90])
