@@ -101,7 +101,7 @@ def _skeleton(settings: GenerationSettings, problem: Problem, config: Any) -> xr
     parameters = problem.sample_parameters(parameter_rng, n, config)
     bounds = np.asarray(problem.parameter_bounds(config), dtype=np.float64)
     space = problem.coordinates(config)
-    space_attrs = {"units": problem.space_units}
+    space_attrs = problem.coordinate_attributes(config)
     coords: dict[str, Any] = {
         "time": ("time", problem.frame_times(config), {"units": problem.time_units, "long_name": "time"}),
         "channel": ("channel", list(problem.channels), {"long_name": "state channel"}),
@@ -110,10 +110,10 @@ def _skeleton(settings: GenerationSettings, problem: Problem, config: Any) -> xr
         "parameter_units": ("param", list(problem.parameter_units), {"long_name": "units of each parameter"}),
     }
     if problem.layout == "grid":
-        coords["x"] = ("x", space["x"], {**space_attrs, "long_name": "x coordinate"})
-        coords["y"] = ("y", space["y"], {**space_attrs, "long_name": "y coordinate"})
+        coords["x"] = ("x", space["x"], space_attrs["x"])
+        coords["y"] = ("y", space["y"], space_attrs["y"])
     else:
-        coords["x"] = ("point", space["x"], {**space_attrs, "long_name": "position of each point"})
+        coords["x"] = ("point", space["x"], space_attrs["x"])
     return xr.Dataset(
         {
             "parameter": (("trajectory", "param"), parameters, {"long_name": "parameter of each trajectory"}),
@@ -134,6 +134,7 @@ def _skeleton(settings: GenerationSettings, problem: Problem, config: Any) -> xr
             "generation": "incomplete",
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "software": f"ldensf {_version()}",
+            **problem.dataset_attributes(config),
         },
     )
 

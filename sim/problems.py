@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from sim import kolmogorov, lorenz96, shallow_water
+from sim import kolmogorov, lorenz96, shallow_water, spherical_shallow_water
 
 Progress = Callable[[int], None]
 """Called with the number of time steps just completed by a whole batch (ready for ``tqdm.update``)."""
@@ -45,8 +45,9 @@ class Problem(ABC):
     parameter_units: ClassVar[tuple[str, ...]]
     space_units: ClassVar[str]
     time_units: ClassVar[str]
-    grid_field: ClassVar[str]
-    """The configuration field set by ``--grid`` (points per side, or the Lorenz-96 dimension)."""
+    grid_field: ClassVar[str | None]
+    """The configuration field set by ``--grid`` (points per side, or the Lorenz-96 dimension);
+    None where the grid has other options (spherical shallow water: nlat and nlon)."""
 
     def make_config(self, **overrides: Any) -> Any:
         """The default configuration with ``overrides`` applied (``None`` values are ignored).
@@ -55,7 +56,7 @@ class Problem(ABC):
         settings leave fewer than two frames.
         """
         fields = {f.name for f in dataclasses.fields(self.config_type)}
-        unknown = sorted(set(overrides) - fields)
+        unknown = sorted(k for k, v in overrides.items() if v is not None and k not in fields)
         if unknown:
             raise ValueError(f"{self.name} has no setting(s) {', '.join(unknown)}")
         config = self.config_type(**{k: v for k, v in overrides.items() if v is not None})
@@ -105,6 +106,16 @@ class Problem(ABC):
     def frame_times(self, config: Any) -> np.ndarray:
         """Time of each stored frame, in ``time_units`` (every simulator config carries them)."""
         return np.asarray(config.frame_times, dtype=np.float64)
+
+    def coordinate_attributes(self, config: Any) -> dict[str, dict[str, Any]]:
+        """Attributes of the spatial coordinates, by name (``units`` and ``long_name`` by default)."""
+        if self.layout == "points":
+            return {"x": {"units": self.space_units, "long_name": "position of each point"}}
+        return {name: {"units": self.space_units, "long_name": f"{name} coordinate"} for name in ("x", "y")}
+
+    def dataset_attributes(self, config: Any) -> dict[str, Any]:
+        """Extra global attributes of a dataset (none by default)."""
+        return {}
 
     @abstractmethod
     def steps_per_trajectory(self, config: Any) -> int:
@@ -191,6 +202,69 @@ class KolmogorovProblem(Problem):
         return int(config.n_burn_in + config.n_steps)
 
 
+class SphericalShallowWaterProblem(Problem):
+    name = "spherical-sw"
+    title = "Spherical shallow water: Galewsky barotropic jet"
+    layout = "grid"
+    config_type = spherical_shallow_water.SphericalShallowWaterConfig
+    channels = spherical_shallow_water.CHANNELS
+    channel_units = spherical_shallow_water.CHANNEL_UNITS
+    parameters = spherical_shallow_water.PARAMETERS
+    parameter_units = spherical_shallow_water.PARAMETER_UNITS
+    space_units = "degree"
+    time_units = "h"
+    grid_field = None
+
+    def parameter_bounds(self, config: Any) -> tuple[tuple[float, float], ...]:
+        return tuple(spherical_shallow_water.PARAMETER_BOUNDS)
+
+    def simulate(
+        self,
+        parameters: np.ndarray,
+        config: Any,
+        *,
+        seed: int,
+        trajectories: np.ndarray,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        return spherical_shallow_water.simulate(parameters[:, 0], config, progress=progress)
+
+    def coordinates(self, config: Any) -> dict[str, np.ndarray]:
+        latitude, longitude = spherical_shallow_water.grid(config)
+        return {"x": longitude, "y": latitude}
+
+    def coordinate_attributes(self, config: Any) -> dict[str, dict[str, Any]]:
+        return {
+            "x": {
+                "units": "degrees_east",
+                "long_name": "longitude",
+                "standard_name": "longitude",
+                "description": "longitude in degrees, 360 i / nlon for i = 0 .. nlon - 1, in [0, 360)",
+            },
+            "y": {
+                "units": "degrees_north",
+                "long_name": "latitude",
+                "standard_name": "latitude",
+                "description": (
+                    "latitude in degrees, from 90 down to -90 (equiangular grid, poles included, "
+                    "the order of torch-harmonics)"
+                ),
+            },
+        }
+
+    def dataset_attributes(self, config: Any) -> dict[str, Any]:
+        return {
+            "grid": spherical_shallow_water.GRID,
+            "domain": "sphere",
+            "sphere_radius_m": spherical_shallow_water.RADIUS,
+            "gravity_m_s2": spherical_shallow_water.GRAVITY,
+            "spectral_truncation_lmax": config.truncation,
+        }
+
+    def steps_per_trajectory(self, config: Any) -> int:
+        return int(config.n_steps)
+
+
 @dataclass(frozen=True)
 class Lorenz96DataConfig:
     """Lorenz-96 trajectories for a dataset: ``n_spinup`` unsaved steps, then ``n_steps`` steps."""
@@ -273,7 +347,13 @@ class Lorenz96Problem(Problem):
 
 
 PROBLEMS: Mapping[str, Problem] = {
-    problem.name: problem for problem in (ShallowWaterProblem(), KolmogorovProblem(), Lorenz96Problem())
+    problem.name: problem
+    for problem in (
+        ShallowWaterProblem(),
+        KolmogorovProblem(),
+        Lorenz96Problem(),
+        SphericalShallowWaterProblem(),
+    )
 }
 
 

@@ -19,6 +19,7 @@ TINY = {
     "shallow-water": {"n": 16, "n_steps": 20, "save_every": 5},
     "kolmogorov": {"n": 16, "n_burn_in": 1, "n_steps": 4, "save_every": 2},
     "lorenz96": {"dim": 8, "n_spinup": 10, "n_steps": 10},
+    "spherical-sw": {"nlat": 8, "nlon": 16, "dt_s": 1800.0, "hours": 12.0, "save_every_h": 6.0},
 }
 
 
