@@ -66,8 +66,9 @@ def _check_coordinates(ds: xr.Dataset) -> list[str]:
     if "channel" in dims:
         problems += _check_labels(ds, "channel", "channel_units", "the name of each state channel")
     if {"x", "y"} <= dims:
-        problems += _check_axis(ds, "x", "the x position of each grid column")
-        problems += _check_axis(ds, "y", "the y position of each grid row")
+        problems += _check_axis(ds, "x", "the x position of each grid column", either_way=True)
+        problems += _check_axis(ds, "y", "the y position of each grid row", either_way=True)
+        problems += _check_geographic(ds)
     if "point" in dims:
         point_coords = [name for name, c in ds.coords.items() if c.dims == ("point",) and name != "point"]
         if not point_coords:
@@ -83,7 +84,9 @@ def _check_coordinates(ds: xr.Dataset) -> list[str]:
     return problems
 
 
-def _check_axis(ds: xr.Dataset, name: str, meaning: str) -> list[str]:
+def _check_axis(ds: xr.Dataset, name: str, meaning: str, either_way: bool = False) -> list[str]:
+    """A 1-D, finite, strictly monotonic coordinate with units (increasing unless ``either_way``:
+    grid rows may run down, as latitudes do from north to south)."""
     if name not in ds.coords:
         return [
             f"no `{name}` coordinate: add {meaning} with ds = ds.assign_coords({name}=values) "
@@ -97,13 +100,40 @@ def _check_axis(ds: xr.Dataset, name: str, meaning: str) -> list[str]:
     values = np.asarray(coord.values)
     if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
         problems.append(f"coordinate `{name}` must hold finite numbers")
-    elif len(values) > 1 and not np.all(np.diff(values) > 0):
-        problems.append(f"coordinate `{name}` must increase strictly (sort with ds = ds.sortby('{name}'))")
+    elif len(values) > 1 and not (
+        np.all(np.diff(values) > 0) or (either_way and np.all(np.diff(values) < 0))
+    ):
+        direction = "increase or decrease" if either_way else "increase"
+        problems.append(f"coordinate `{name}` must {direction} strictly (sort with ds = ds.sortby('{name}'))")
     if "units" not in coord.attrs:
         problems.append(
             f"coordinate `{name}` has no `units` attribute; "
             f"set ds['{name}'].attrs['units'] (e.g. 's', 'm', '1')"
         )
+    return problems
+
+
+_LATITUDE_UNITS = ("degrees_north", "degree_north", "degrees_N", "degree_N")
+_LONGITUDE_UNITS = ("degrees_east", "degree_east", "degrees_E", "degree_E")
+
+
+def _check_geographic(ds: xr.Dataset) -> list[str]:
+    """Latitudes within [-90, 90] and longitudes spanning less than a turn, when the units say so."""
+    problems = []
+    for name, units, check, fix in (
+        ("y", _LATITUDE_UNITS, lambda v: np.all(np.abs(v) <= 90), "latitudes must lie in [-90, 90] degrees"),
+        (
+            "x",
+            _LONGITUDE_UNITS,
+            lambda v: np.ptp(v) < 360,
+            "longitudes must span less than 360 degrees (a periodic grid stores 0 but not 360)",
+        ),
+    ):
+        if name not in ds.coords or ds[name].attrs.get("units") not in units:
+            continue
+        values = np.asarray(ds[name].values, dtype=np.float64)
+        if values.size and np.all(np.isfinite(values)) and not check(values):
+            problems.append(f"coordinate `{name}` has units {ds[name].attrs['units']} but {fix}")
     return problems
 
 
