@@ -28,6 +28,7 @@ class ProblemName(StrEnum):
     shallow_water = "shallow-water"
     kolmogorov = "kolmogorov"
     lorenz96 = "lorenz96"
+    spherical_sw = "spherical-sw"
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -70,6 +71,22 @@ def generate(
         int | None,
         typer.Option(min=1, help="Processes simulating batches in parallel (default: the CPU count)."),
     ] = None,
+    nlat: Annotated[
+        int | None, typer.Option(min=1, help="spherical-sw: latitudes of the grid, even (default 64).")
+    ] = None,
+    nlon: Annotated[
+        int | None, typer.Option(min=1, help="spherical-sw: longitudes, 2 * nlat (default 128).")
+    ] = None,
+    hours: Annotated[
+        float | None, typer.Option(help="spherical-sw: simulated time in hours (default 600).")
+    ] = None,
+    dt_s: Annotated[
+        float | None, typer.Option("--dt-s", help="spherical-sw: solver step in seconds (default 300).")
+    ] = None,
+    save_every_h: Annotated[
+        float | None,
+        typer.Option("--save-every-h", help="spherical-sw: hours between stored frames (default 6)."),
+    ] = None,
 ) -> None:
     """Simulate N trajectories and write them as an xarray/zarr dataset (resumable)."""
     from sim import dataset
@@ -87,7 +104,19 @@ def generate(
             param_hint="--out",
         )
     problem = get_problem(problem_name.value)
-    overrides = {"n_steps": n_steps, problem.grid_field: grid, "save_every": save_every}
+    overrides = _overrides(
+        problem,
+        {
+            "--n-steps": ("n_steps", n_steps),
+            "--grid": (problem.grid_field, grid),
+            "--save-every": ("save_every", save_every),
+            "--nlat": ("nlat", nlat),
+            "--nlon": ("nlon", nlon),
+            "--hours": ("hours", hours),
+            "--dt-s": ("dt_s", dt_s),
+            "--save-every-h": ("save_every_h", save_every_h),
+        },
+    )
     requested = {"n_trajectories": n_traj, "seed": seed, "batch_size": batch_size}
     try:
         if resume:
@@ -102,6 +131,42 @@ def generate(
     except KeyboardInterrupt:
         _fail(_interrupted(problem, out), code=130)
     typer.echo(f"wrote {out}: {dataset.describe(dataset.open_dataset(out))}")
+
+
+def _overrides(problem: Problem, options: dict[str, tuple[str | None, Any]]) -> dict[str, Any]:
+    """Configuration overrides from the options given; an option the problem lacks is an error."""
+    import dataclasses
+
+    fields = {field.name for field in dataclasses.fields(problem.config_type)}
+    overrides = {}
+    for option, (field, value) in options.items():
+        if value is None:
+            continue
+        if field is None or field not in fields:
+            raise typer.BadParameter(
+                f"{option} does not apply to {problem.name}; its simulation options are "
+                f"{', '.join(_simulation_options(problem))}",
+                param_hint=option,
+            )
+        overrides[field] = value
+    return overrides
+
+
+def _simulation_options(problem: Problem) -> list[str]:
+    import dataclasses
+
+    fields = {field.name for field in dataclasses.fields(problem.config_type)}
+    named = {
+        "--grid": problem.grid_field,
+        "--n-steps": "n_steps",
+        "--save-every": "save_every",
+        "--nlat": "nlat",
+        "--nlon": "nlon",
+        "--hours": "hours",
+        "--dt-s": "dt_s",
+        "--save-every-h": "save_every_h",
+    }
+    return [option for option, field in named.items() if field is not None and field in fields]
 
 
 def _new_settings(
@@ -169,8 +234,10 @@ def _make_config(problem: Problem, overrides: dict[str, Any]) -> Any:
     try:
         return problem.make_config(**overrides)
     except ValueError as error:
+        options = _simulation_options(problem)
         raise typer.BadParameter(
-            f"{error} (set through --n-steps, --grid or --save-every)", param_hint="simulation settings"
+            f"{error} (set through {', '.join(options[:-1])} or {options[-1]})",
+            param_hint="simulation settings",
         ) from None
 
 
