@@ -1,8 +1,10 @@
 """Snapshot figures of a dataset trajectory, like the first rows of the LD-EnSF paper's Fig. 3 and 4.
 
 A row of fields at evenly spaced times with one shared colour scale (symmetric about zero, as the
-paper draws eta and vorticity), titled with the time and the trajectory's parameters. Scattered
-(point) data such as Lorenz-96 is drawn as a time-space diagram beside lines at the chosen times.
+paper draws eta and vorticity; from the smallest to the largest value for a field of one sign, such
+as the spherical shallow-water height), north up whichever way the rows are stored, titled with the
+time and the trajectory's parameters. Scattered (point) data such as Lorenz-96 is drawn as a
+time-space diagram beside lines at the chosen times.
 matplotlib is imported inside the functions, with the Agg backend, so importing this is cheap.
 """
 
@@ -22,10 +24,13 @@ class PlotError(ValueError):
 
 
 def default_channel(ds: xr.Dataset) -> str:
-    """eta for shallow water, vorticity when u and v are there (Kolmogorov), else the first channel."""
+    """eta for shallow water, vorticity when stored (spherical shallow water) or when u and v are
+    there (Kolmogorov), else the first channel."""
     channels = [str(c) for c in np.asarray(ds["channel"].values)]
     if "eta" in channels:
         return "eta"
+    if "vorticity" in channels:
+        return "vorticity"
     if {"u", "v"} <= set(channels) and "y" in ds["state"].dims:
         return "vorticity"
     return channels[0]
@@ -91,6 +96,13 @@ def plot_snapshots(
     time_units = str(ds["time"].attrs.get("units", "")) if "time" in ds.coords else ""
     frames = np.unique(np.linspace(0, len(field) - 1, min(n_frames, len(field))).round().astype(int))
     limit = float(np.nanmax(np.abs(field[frames]))) or 1.0
+    low, high = float(np.nanmin(field[frames])), float(np.nanmax(field[frames]))
+    # One-signed fields (a height of 10 km) get their own range, the others one symmetric about zero.
+    scale = (
+        {"cmap": "viridis", "vmin": low, "vmax": high}
+        if low > 0 or high < 0
+        else {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
+    )
     title = ds.attrs.get("title", ds.attrs.get("problem", "dataset"))
     split = f", {ds['split'].values[trajectory]}" if "split" in ds else ""
     heading = f"{title}: {channel}, trajectory {trajectory}{split}"
@@ -101,21 +113,17 @@ def plot_snapshots(
         figure, axes = plt.subplots(
             1, len(frames), figsize=(2.6 * len(frames) + 1.2, 3.4), squeeze=False, layout="constrained"
         )
-        extent = _extent(ds)
+        extent, origin = _extent(ds)
         image: Any = None
         for axis, frame in zip(axes[0], frames, strict=True):
-            image = axis.imshow(
-                field[frame], origin="lower", extent=extent, cmap="RdBu_r", vmin=-limit, vmax=limit
-            )
+            image = axis.imshow(field[frame], origin=origin, extent=extent, **scale)
             axis.set_title(_time_label(times[frame], time_units), fontsize=9)
             axis.set_xticks([])
             axis.set_yticks([])
         figure.colorbar(image, ax=list(axes[0]), shrink=0.85, label=channel)
     else:
         figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-        image = left.pcolormesh(
-            np.arange(field.shape[1]), times, field, cmap="RdBu_r", vmin=-limit, vmax=limit, shading="auto"
-        )
+        image = left.pcolormesh(np.arange(field.shape[1]), times, field, shading="auto", **scale)
         left.set_xlabel("point")
         left.set_ylabel(f"time ({time_units})" if time_units not in ("", "1") else "time")
         figure.colorbar(image, ax=left, label=channel)
@@ -128,8 +136,11 @@ def plot_snapshots(
     return figure
 
 
-def _extent(ds: xr.Dataset) -> tuple[float, float, float, float] | None:
+def _extent(ds: xr.Dataset) -> tuple[tuple[float, float, float, float] | None, str]:
+    """imshow's extent and origin: the first row at the bottom, unless y decreases (latitudes
+    stored north to south), when it goes on top so that north is up either way."""
     if "x" not in ds.coords or "y" not in ds.coords:
-        return None
+        return None, "lower"
     x, y = np.asarray(ds["x"].values, dtype=np.float64), np.asarray(ds["y"].values, dtype=np.float64)
-    return (float(x[0]), float(x[-1]), float(y[0]), float(y[-1]))
+    origin = "upper" if len(y) > 1 and y[-1] < y[0] else "lower"
+    return (float(x[0]), float(x[-1]), float(min(y[0], y[-1])), float(max(y[0], y[-1]))), origin
