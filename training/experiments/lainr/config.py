@@ -52,7 +52,7 @@ class LainrConfig:
     rtps: float = 0.0
     encode_steps: int | None = None  # auto-decoding steps of the background; None: the model's default
     # Reconstruction table: every n-th frame of each trajectory of the split is auto-decoded (LAINR) and
-    # encoded (autoencoder); auto-decoding a frame costs an inner optimisation.
+    # encoded (autoencoder); auto-decoding a frame costs an inner optimisation. 0: no table (tuning).
     recon_frame_stride: int = 5
     recon_trajectories: int | None = None  # None: as many as the twin experiments
     spread_stride: int = 4  # members are decoded on every n-th latitude and longitude for the spread
@@ -89,7 +89,7 @@ class LainrConfig:
             "trajectories": 1,
             "cycles": 2,
             "encode_steps": 1,
-            "recon_frame_stride": 1,
+            "recon_frame_stride": 0,
             "recon_trajectories": 1,
             "spread_stride": 1,
             "threads": 1,
@@ -109,5 +109,5 @@ def quick(config: LainrConfig) -> LainrConfig:
         cycles=min(config.cycles or 8, 8),
         ensemble=min(config.ensemble, 8),
         recon_trajectories=1,
-        recon_frame_stride=max(config.recon_frame_stride, 4),
+        recon_frame_stride=max(config.recon_frame_stride, 4) if config.recon_frame_stride else 0,
     )

@@ -136,11 +136,13 @@ def run_lainr(
     seconds: dict[str, float] = {"load": time.perf_counter() - start}
 
     mark = time.perf_counter()
-    frames = frames_to_score(
-        truths, config.recon_trajectories or truths.n_trajectories, config.recon_frame_stride
-    )
-    with tqdm(total=len(frames), desc="reconstruction", unit="frame", dynamic_ncols=True) as bar:
-        reconstruction = reconstruction_rows(surrogate, autoencoder, truths, frames, progress=bar.update)
+    reconstruction: list[ReconstructionRow] = []
+    if config.recon_frame_stride > 0:  # 0: no reconstruction table (tuning runs)
+        frames = frames_to_score(
+            truths, config.recon_trajectories or truths.n_trajectories, config.recon_frame_stride
+        )
+        with tqdm(total=len(frames), desc="reconstruction", unit="frame", dynamic_ncols=True) as bar:
+            reconstruction = reconstruction_rows(surrogate, autoencoder, truths, frames, progress=bar.update)
     seconds["reconstruction"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
