@@ -70,17 +70,24 @@ def serve_command(
 
 
 def demo_command(
-    bundle: Path = typer.Option(Path("models/bundles/sw"), help="a shallow-water bundle"),
+    bundle: Path = typer.Option(
+        Path("models/bundles/sw"), help="a shallow-water bundle, or a LAINR bundle (models/bundles/ssw)"
+    ),
     redis_url: str | None = typer.Option(None, help="use this Redis instead of the embedded store"),
     out: Path = typer.Option(Path("demo_out/service"), help="directory for the plots"),
-    noise_level: float = typer.Option(0.05, min=0.0, help="relative sensor noise of the observations"),
+    noise_level: float | None = typer.Option(
+        None, min=0.0, help="relative noise of the observations (default 0.05; LAINR: 0.1 of the channel std)"
+    ),
     seed: int = typer.Option(0, help="seed of the truth, the noise and the session"),
     port: int = typer.Option(0, help="port of the demo server (0: any free one)"),
+    steps: int = typer.Option(100, min=1, help="LAINR: steps of the truth (6 h each for ssw)"),
+    n_obs: int = typer.Option(1024, min=1, help="LAINR: observations per step at random grid points"),
 ) -> None:
-    """Start the service on the shallow-water bundle, play a simulated truth through it over HTTP
-    (sparse noisy sensor values, one step per request) and plot truth vs assimilated field and the
-    parameter estimate."""
-    from ldensf.demo import run_demo
+    """Start the service on a bundle and play a simulated truth through it over HTTP. Shallow water:
+    sparse noisy sensor values, one step per request; plots truth vs assimilated field and the
+    parameter estimate. LAINR (spherical shallow water): observations at new random points every step,
+    against a free run of the same model; plots the error over time and the maps."""
+    from models.bundle import bundle_kind
 
     if not (bundle / "manifest.json").is_file():
         raise typer.BadParameter(
@@ -88,4 +95,24 @@ def demo_command(
             "--bundle",
             param_hint="--bundle",
         )
-    run_demo(bundle, redis_url=redis_url, out=out, noise_level=noise_level, seed=seed, port=port)
+    if bundle_kind(bundle) == "lainr":
+        from ldensf.demo_lainr import run_lainr_demo
+
+        level = 0.1 if noise_level is None else noise_level
+        if not level > 0:
+            raise typer.BadParameter("a LAINR demo needs a positive noise level", param_hint="--noise-level")
+        run_lainr_demo(
+            bundle,
+            redis_url=redis_url,
+            out=out,
+            noise_level=level,
+            n_obs=n_obs,
+            steps=steps,
+            seed=seed,
+            port=port,
+        )
+        return
+    from ldensf.demo import run_demo
+
+    level = 0.05 if noise_level is None else noise_level
+    run_demo(bundle, redis_url=redis_url, out=out, noise_level=level, seed=seed, port=port)
