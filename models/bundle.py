@@ -85,6 +85,17 @@ class EnSFDefaults(_Strict):
     n_steps: int = Field(ge=1, description="K, pseudo-time steps of the reverse SDE")
     ensemble_size: int = Field(ge=1, description="N, ensemble members")
     scale: float = Field(gt=0, description="latent state multiplied by this before the SDE")
+    latent_noise_factor: float | None = Field(
+        default=None,
+        gt=0,
+        description="the EnSF update's observation std in latent units is the calibrated latent noise "
+        "times this (chosen on validation trajectories); None: 1 / scale, the LD-EnSF reference code's "
+        "convention (sigma given in the scaled coordinates)",
+    )
+
+    @property
+    def noise_factor(self) -> float:
+        return self.latent_noise_factor if self.latent_noise_factor is not None else 1.0 / self.scale
 
 
 class GraphSpec(_Strict):

@@ -4,11 +4,13 @@
     forecast  kappa = (s, u) -> (dynamics(s, u), u) for every member          one dynamics call for all
     analysis  EnSF with H = identity and the calibrated latent noise at the posted noise level
 
-The calibrated noise is read in the filter's scaled coordinates z = scale * x, as the LD-EnSF reference
-code does (it scales the observation but not sigma). Read in latent units instead, the paired prior
-score, whose kernel is at most one z unit (1/scale latent units) wide, would outweigh the likelihood at
-every pseudo-time and the ensemble would never move (measured on the tests' tiny model: parameter error
-0.61 against 0.09 in scaled units).
+The observation std of the update is the calibrated noise times the bundle's ``latent_noise_factor``
+(``filter_defaults``; a session may override it), chosen on validation trajectories by
+``ldensf experiment paper``; without one it is 1 / scale, i.e. the calibrated noise read in the filter's
+scaled coordinates z = scale * x, as the LD-EnSF reference code does (it scales the observation but not
+sigma). Read in latent units instead (factor 1), the paired prior score, whose kernel is at most one z
+unit (1/scale latent units) wide, would outweigh the likelihood at every pseudo-time and the ensemble
+would never move (measured on the tests' tiny model: parameter error 0.61 against 0.09 in scaled units).
 
 Sessions are grouped by ensemble size and filter settings; each group is one batched ``ensf_update``
 with one generator per session, so every session gets exactly the numbers it would get alone (the
@@ -36,6 +38,7 @@ FILTER_DEFAULTS: dict[str, Any] = {
     "inflation": 1.0,
     "rtps": 0.0,
     "param_random_walk": 0.0,
+    "latent_noise_factor": None,
 }
 
 
@@ -43,7 +46,15 @@ def effective_filter(runtime: ModelRuntime, overrides: dict[str, Any]) -> dict[s
     """The bundle's defaults with a session's overrides (already validated by the request schema)."""
     d = runtime.manifest.filter_defaults
     base = {"eps_a": d.eps_a, "eps_b": d.eps_b, "n_steps": d.n_steps, "scale": d.scale, **FILTER_DEFAULTS}
+    base["latent_noise_factor"] = d.latent_noise_factor
     return {**base, **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def noise_factor(settings: dict[str, Any]) -> float:
+    """Calibrated latent noise x this = the update's observation std (sessions created before the
+    factor existed, or on bundles without one, use 1 / scale)."""
+    factor = settings.get("latent_noise_factor")
+    return float(factor) if factor is not None else 1.0 / float(settings["scale"])
 
 
 def ensf_config(runtime: ModelRuntime, settings: dict[str, Any]) -> EnSFConfig:
@@ -69,6 +80,7 @@ class UpdateInput:
 
     y_net: np.ndarray  # (d_y,) normalised sensor values
     noise_std: np.ndarray  # (d_s + d_u,) calibrated latent noise
+    noise_factor: float  # the update's observation std is noise_std x this (see noise_factor())
     ensemble: np.ndarray  # (N, d) analysis of the previous step
     h: np.ndarray  # (layers, hidden)
     c: np.ndarray
@@ -106,18 +118,16 @@ def assimilate(
     )
     t2 = time.perf_counter()
 
-    groups: dict[tuple[int, EnSFConfig], list[int]] = {}
+    groups: dict[tuple[int, float, EnSFConfig], list[int]] = {}
     for i, item in enumerate(items):
-        groups.setdefault((sizes[i], item.config), []).append(i)
+        groups.setdefault((sizes[i], item.noise_factor, item.config), []).append(i)
     analysis: list[np.ndarray] = [np.empty(0)] * len(items)
     generators = [generator_from_state(item.rng) for item in items]
-    for (_, config), members in groups.items():
+    for (_, _, config), members in groups.items():
         prior = torch.from_numpy(np.stack([forecast[i] for i in members])).to(device)
         obs = torch.from_numpy(encoded[members]).to(device)
-        noise = torch.from_numpy(np.stack([items[i].noise_std for i in members])).to(device)
-        # The LD-EnSF reference convention: the latent noise is an std in the scaled coordinates
-        # z = scale * x of the reverse SDE, so in latent units it is noise / scale (docs/service.md).
-        noise = noise / config.scale
+        scaled = np.stack([items[i].noise_std * items[i].noise_factor for i in members])
+        noise = torch.from_numpy(scaled.astype(np.float32)).to(device)
         posterior = ensf_update(prior, LinearGaussian(obs, noise), config, [generators[i] for i in members])
         for i, result in zip(members, posterior.cpu().numpy(), strict=True):
             analysis[i] = result

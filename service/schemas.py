@@ -80,6 +80,13 @@ class FilterOverrides(_Body):
     param_random_walk: float | None = Field(
         default=None, ge=0, le=1, description="std in scaled units [-1, 1]"
     )
+    latent_noise_factor: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="the update's observation std = calibrated latent noise x this; default the bundle's "
+        "(1 / scale when it has none)",
+    )
 
 
 class SessionCreate(_Body):

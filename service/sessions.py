@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from service.batcher import MicroBatcher
-from service.engine import UpdateInput, UpdateOutput, effective_filter, ensf_config
+from service.engine import UpdateInput, UpdateOutput, effective_filter, ensf_config, noise_factor
 from service.errors import BadInput, Conflict, NotFound, ServiceError
 from service.lainr_engine import LainrUpdateInput, lainr_filter
 from service.lainr_runtime import LainrRuntime
@@ -297,6 +297,7 @@ class SessionManager:
         item = UpdateInput(
             y_net=runtime.normalise_observation(y),
             noise_std=noise_std,
+            noise_factor=noise_factor(state.meta.filter),
             ensemble=state.ensemble,
             h=state.h,
             c=state.c,

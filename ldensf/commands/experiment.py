@@ -208,7 +208,9 @@ def paper_command(
     ),
     metric_stride: int = typer.Option(2, help="score the full state on every n-th node each way (1: all)"),
     latent_noise_factor: float | None = typer.Option(
-        None, help="multiply LD-EnSF's calibrated latent noise (default 1/scale: the reference code's sigma)"
+        None,
+        help="multiply LD-EnSF's calibrated latent noise (default: the bundle's filter_defaults."
+        "latent_noise_factor, else 1/scale, the reference code's sigma)",
     ),
 ) -> None:
     """Reproduce the LD-EnSF paper: EnSF, Latent-EnSF, LD-EnSF, LETKF and the oracle; figures and Table 1."""

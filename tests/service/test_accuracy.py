@@ -30,7 +30,7 @@ def offline_experiment(tiny, observations: list[list[float]], seed: int) -> np.n
     ensemble = torch.cat([torch.zeros(n, D_S, dtype=torch.float64), u], dim=1).float()
     h, c = encoder.initial_state(1)
     obs_mean, obs_std = np.repeat(STATE_MEAN, 16), np.repeat(STATE_STD, 16)
-    sigma = torch.as_tensor(noise / d.scale, dtype=torch.float32).unsqueeze(0)
+    sigma = torch.as_tensor(noise * d.noise_factor, dtype=torch.float32).unsqueeze(0)
     with torch.no_grad():
         for values in observations:
             y = torch.as_tensor((np.array(values) - obs_mean) / obs_std, dtype=torch.float32).unsqueeze(0)

@@ -50,7 +50,6 @@ class ProblemDefaults:
     full_trajectories: int  # trajectories the full-simulator methods run on (their cost, see below)
     letkf_radius: float  # localisation radius, grid points (sensors are 15 apart)
     letkf_inflation: float
-    latent_noise_factor: float  # LD-EnSF's calibrated latent noise times this (see PaperConfig)
     periodic: bool
     snapshot_channel: str  # what Fig. 3/4 draw
 
@@ -65,7 +64,6 @@ PROBLEM_DEFAULTS = {
         # tuned on two validation trajectories (radius 5-25, inflation 1.02-1.3): docs/BENCHMARKS.md
         letkf_radius=10.0,
         letkf_inflation=1.2,
-        latent_noise_factor=0.03,
         periodic=False,
         snapshot_channel="eta",
     ),
@@ -75,7 +73,6 @@ PROBLEM_DEFAULTS = {
         full_trajectories=2,
         letkf_radius=15.0,
         letkf_inflation=1.1,
-        latent_noise_factor=0.01,
         periodic=True,
         snapshot_channel="vorticity",
     ),
@@ -104,7 +101,8 @@ class PaperConfig:
     # LD-EnSF runs the bundle's filter defaults; these EnSFConfig fields override them (tuned on
     # validation trajectories, written into the report).
     ldensf_filter: tuple[tuple[str, Any], ...] = ()
-    # Multiplies LD-EnSF's calibrated latent noise; None: the problem's default. With 1, the paired EnSF
+    # Multiplies LD-EnSF's calibrated latent noise; None: the bundle's filter_defaults.latent_noise_factor
+    # (1 / scale when the bundle has none), which the service reads too. With 1, the paired EnSF
     # kernel (width <= 1 in the latent scaled by 100) swamps a likelihood of width 100 sigma and LD-EnSF
     # barely assimilates. The LD-EnSF reference code gives sigma in scaled units, a factor 1/100 here;
     # factors 0.003-1 were compared on validation trajectories and the one with the smallest mean
@@ -184,10 +182,9 @@ class PaperConfig:
     def radius(self) -> float:
         return self.letkf_radius if self.letkf_radius is not None else self.defaults.letkf_radius
 
-    @property
-    def noise_factor(self) -> float:
-        factor = self.latent_noise_factor
-        return factor if factor is not None else self.defaults.latent_noise_factor
+    def noise_factor(self, bundle_factor: float) -> float:
+        """The latent-noise factor in use: this experiment's, else the bundle's."""
+        return self.latent_noise_factor if self.latent_noise_factor is not None else bundle_factor
 
     @property
     def inflation(self) -> float:

@@ -44,7 +44,8 @@ def run_latent(
     k, n, d = kappa.shape
     frames = frames or ctx.truths.n_frames
     config = ldensf_config(ctx)
-    sigma = torch.as_tensor(model.latent_noise(level) * ctx.config.noise_factor, dtype=torch.float32)
+    factor = ctx.config.noise_factor(model.manifest.filter_defaults.noise_factor)
+    sigma = torch.as_tensor(model.latent_noise(level) * factor, dtype=torch.float32)
     h, c = model.initial_hidden(k)
     history = np.empty((k, frames, n, d), dtype=np.float32)
     for t in range(frames):

@@ -102,7 +102,6 @@ def config_dict(config: PaperConfig) -> dict[str, Any]:
     out["full_space_trajectories"] = config.n_full_trajectories
     out["letkf_radius_used"] = config.radius
     out["letkf_inflation_used"] = config.inflation
-    out["latent_noise_factor_used"] = config.noise_factor
     return out
 
 
@@ -116,7 +115,10 @@ def metrics_payload(result: PaperResult, command: str) -> dict[str, Any]:
     return {
         "command": command,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config_dict(result.config),
+        "config": {
+            **config_dict(result.config),
+            "latent_noise_factor_used": result.config.noise_factor(manifest.filter_defaults.noise_factor),
+        },
         "environment": result.environment,
         "seconds": result.seconds,
         "bundle": {"name": manifest.name, "version": manifest.version, "metrics": manifest.metrics},
@@ -332,8 +334,12 @@ def _settings_lines(result: PaperResult) -> list[str]:
         f"{ld.scale} before the SDE, {ld.prior_score} prior score, "
         f"{'damped' if ld.damping else 'undamped'} likelihood, inflation {ld.inflation}, RTPS {ld.rtps}, "
         f"parameter random walk {ld.param_random_walk}; latent noise from the bundle's calibration table "
-        f"at the posted level, times {config.noise_factor:g}"
-        + (" (the problem's default, chosen on validation)." if config.latent_noise_factor is None else "."),
+        f"at the posted level, times {config.noise_factor(model.manifest.filter_defaults.noise_factor):g}"
+        + (
+            " (the bundle's filter default, chosen on validation)."
+            if config.latent_noise_factor is None
+            else "."
+        ),
         f"- EnSF (full space): K = {full.n_steps}, eps_a = {full.eps_a}, eps_b = {full.eps_b} on z-scored "
         f"fields; observation std = max(level |y|, {config.obs_floor}) in z-scored units.",
         f"- LETKF: Gaspari–Cohn localisation radius {config.radius:g} grid points, inflation "
