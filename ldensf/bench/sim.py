@@ -1,4 +1,5 @@
-"""``ldensf bench sim``: seconds per trajectory of the shallow-water and Kolmogorov simulators.
+"""``ldensf bench sim``: seconds per trajectory of the shallow-water, Kolmogorov and spherical
+shallow-water simulators.
 
 Copy its table into docs/BENCHMARKS.md together with the command line that produced it.
 """
@@ -14,6 +15,9 @@ import typer
 def bench_sim_command(
     sw_batch: int = typer.Option(16, "--sw-batch", min=1, help="Shallow-water trajectories run together."),
     kf_batch: int = typer.Option(4, "--kf-batch", min=1, help="Kolmogorov trajectories run together."),
+    ssw_batch: int = typer.Option(
+        4, "--ssw-batch", min=1, help="Spherical shallow-water trajectories run together."
+    ),
     threads: int = typer.Option(
         1, "--threads", min=1, help="torch intra-op threads (the targets are for one)."
     ),
@@ -24,7 +28,8 @@ def bench_sim_command(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bump centres."),
 ) -> None:
-    """Time the simulators at the paper's sizes (150x150): SW for 2000 steps, KF for 300 output steps.
+    """Time the simulators at the paper's sizes (150x150): SW for 2000 steps, KF for 300 output steps;
+    and the spherical shallow water of LAINR at its default 64x128 for 600 h (dataset generation).
 
     Targets (issue 2, one core): SW <= 1 s per trajectory (aim 0.5 s), KF <= 10 s. Paper (LD-EnSF,
     dynamics of 100 members): SW 100.95 s, KF 10829 s.
@@ -34,7 +39,7 @@ def bench_sim_command(
     from rich.console import Console
     from rich.table import Table
 
-    from sim import kolmogorov, shallow_water
+    from sim import kolmogorov, shallow_water, spherical_shallow_water
 
     console = Console()
     torch.set_num_threads(threads)
@@ -54,21 +59,25 @@ def bench_sim_command(
     with console.status(f"Kolmogorov: {kf_batch} trajectories x {n_output} output steps"):
         kf_wall, kf_cpu = _timed(lambda: kolmogorov.simulate(reynolds, kf_config))
 
-    title = "Simulators at 150x150, seconds per trajectory" + (
-        " (--quick: x20 extrapolated)" if quick else ""
-    )
+    ssw_config = spherical_shallow_water.SphericalShallowWaterConfig(hours=600.0 / fraction)
+    jets = np.linspace(60.0, 80.0, ssw_batch)
+    n_ssw = round(ssw_config.hours * 3600 / ssw_config.dt_s)
+    with console.status(f"spherical shallow water: {ssw_batch} trajectories x {n_ssw} steps"):
+        ssw_wall, ssw_cpu = _timed(lambda: spherical_shallow_water.simulate(jets, ssw_config))
+
+    title = "Simulators, seconds per trajectory" + (" (--quick: x20 extrapolated)" if quick else "")
     table = Table(title=title)
     for column in ("problem", "steps", "batch", "wall s", "CPU s", "target s <=", "paper s"):
         table.add_column(column, justify="left" if column == "problem" else "right")
     rows = (
         ("shallow water", "2000", sw_batch, sw_wall, sw_cpu, "1 (aim 0.5)", 100.95 / 100),
         ("Kolmogorov", "100 + 200", kf_batch, kf_wall, kf_cpu, "10", 10829 / 100),
+        ("spherical SW", f"{n_ssw * fraction}", ssw_batch, ssw_wall, ssw_cpu, "-", None),
     )
     for problem, steps, batch, wall, cpu, target, paper in rows:
         per = fraction / batch
-        table.add_row(
-            problem, steps, str(batch), f"{wall * per:.3g}", f"{cpu * per:.3g}", target, f"{paper:.3g}"
-        )
+        paper_text = "-" if paper is None else f"{paper:.3g}"
+        table.add_row(problem, steps, str(batch), f"{wall * per:.3g}", f"{cpu * per:.3g}", target, paper_text)
     console.print(table)
     console.print(
         "wall and CPU time per trajectory, amortised over the batch; CPU time is this process's, so it"
