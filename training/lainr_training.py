@@ -38,6 +38,7 @@ prior (codes of the training initial frames), and the test metrics:
 
     sinr_test_rel_rmse              ||D(z) - x|| / ||x|| per frame at all grid points, mean over frames
     latent_one_step_rel_error       ||ODE(z_t) - z_{t+1}|| / ||z_{t+1}||, test codes
+    latent_persistence_rel_error    ||z_t - z_{t+1}|| / ||z_{t+1}||, for scale
     forecast_one_step_rel_rmse      ||D(ODE(z_t)) - x_{t+1}|| / ||x_{t+1}||
     rollout_rel_rmse_lead_<k>       ||D(ODE^k(z_0)) - x_k|| / ||x_k|| from each test trajectory's first code
     persistence_one_step_rel_rmse   ||x_t - x_{t+1}|| / ||x_{t+1}||, for scale
@@ -144,7 +145,9 @@ class LainrTrainConfig:
     dynamics_batch: int = 64
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     val_frames: int = 16
-    """Validation frames auto-decoded after every epoch of the decoder stages (a fixed subset)."""
+    """Validation frames auto-decoded after every epoch of the decoder stages (a fixed subset, fitted
+    at ``encode.points`` points, warm-started from the previous epoch's codes; the error is over all
+    grid points)."""
     val_encode_steps: int = 30
     model_error_steps: int = 1000
     prior_std_floor: float = 1e-3
@@ -259,6 +262,9 @@ class LainrCodesTask:
         n_val = val.shape[0] * val.shape[1]
         pick = torch.randperm(n_val, generator=generator)[: min(config.val_frames, n_val)]
         self.val_truth = val.reshape(n_val, *val.shape[2:])[pick]  # [V, P, C]
+        n_points = val.shape[2]
+        fit_points = config.encode.points if 0 < config.encode.points < n_points else n_points
+        self.val_index = torch.randperm(n_points, generator=generator)[:fit_points].to(val.device)
         self.val_codes: torch.Tensor | None = None  # warm start of the next validation
 
     def trainable_parameters(self) -> Iterable[dict[str, Any]]:
@@ -298,20 +304,19 @@ class LainrCodesTask:
 
     def validate(self) -> dict[str, float]:
         start = self.val_codes
+        if start is None:
+            start = self.model.codes.detach().mean(0).expand(len(self.val_truth), -1)
+        points = self.data.points.to(self.val_truth.device)
         self.val_codes = auto_decode(
             self.model.decoder,
-            self.val_truth,
-            self.data.points.to(self.val_truth.device),
-            z0=start
-            if start is not None
-            else self.model.codes.detach().mean(0).expand(len(self.val_truth), -1),
+            self.val_truth[:, self.val_index],
+            points[self.val_index],
+            z0=start,
             steps=self.config.val_encode_steps,
             lr=self.config.encode.lr,
             patience=self.config.encode.patience,
         )
-        decoded = decode_frames(
-            self.model.decoder, self.val_codes, self.data.points.to(self.val_truth.device)
-        )
+        decoded = decode_frames(self.model.decoder, self.val_codes, points)
         metrics = {"val_rel_rmse": float(frame_rel_rmse(decoded, self.val_truth).mean())}
         if self.stage == "joint":
             codes = self.model.codes.detach().view(self.n_traj, self.n_time, -1)
@@ -441,10 +446,12 @@ def train_lainr(
     generator = torch.Generator().manual_seed(config.seed + 3)
     codes = {"train": model.codes.detach().view(*data.fields["train"].shape[:2], -1).clone()}
     prior_mean = codes["train"][:, 0].mean(0)
-    for split in ("val", "test"):
-        codes[split] = encode_trajectories(
-            model.decoder, data.fields[split], points, config.encode, prior_mean, generator, progress
-        )
+    # both splits in one pass: frame t of every validation and test trajectory is one batch
+    held_out = torch.cat([data.fields["val"], data.fields["test"]])
+    encoded = encode_trajectories(
+        model.decoder, held_out, points, config.encode, prior_mean, generator, progress
+    )
+    codes["val"], codes["test"] = encoded.split([len(data.fields["val"]), len(data.fields["test"])])
     if _stage_index("dynamics") > done and config.dynamics.epochs > 0:
         task_dyn = LainrDynamicsTask(model, codes["val"], config)
         fit(
@@ -509,6 +516,7 @@ def lainr_test_metrics(
         "sinr_test_rel_rmse": float(recon.mean()),
         "sinr_test_rel_rmse_by_time": recon.mean(0).tolist(),
         "latent_one_step_rel_error": float(latent_rel_error(one_step, codes[:, 1:].reshape(-1, d_z)).mean()),
+        "latent_persistence_rel_error": float(latent_rel_error(codes[:, :-1], codes[:, 1:]).mean()),
         "forecast_one_step_rel_rmse": float(forecast_err.mean()),
         "persistence_one_step_rel_rmse": float(persistence.mean()),
         "rollout_rel_rmse_mean": float(rollout_err[:, 1:].mean()),

@@ -74,7 +74,9 @@ def bench_onnx_command(
     problem: str = typer.Option("shallow-water", help="shallow-water | kolmogorov (without --bundle)"),
     ensemble: int = typer.Option(100, min=1, help="ensemble size N"),
     grid: int = typer.Option(150, min=2, help="field query: grid points per side"),
-    field_members: int = typer.Option(20, min=1, help="members decoded together in the second field query"),
+    field_members: int = typer.Option(
+        20, min=1, help="members decoded together in the second field query (lainr bundles: try 32)"
+    ),
     threads: int = typer.Option(1, min=1, help="onnxruntime intra-op threads"),
     quick: bool = typer.Option(False, help="fewer repetitions"),
 ) -> None:
@@ -86,6 +88,12 @@ def bench_onnx_command(
 
     if bundle is None and problem not in PAPER_SIZES:
         raise typer.BadParameter(f"--problem {problem!r}: choose one of {sorted(PAPER_SIZES)}")
+    if bundle is not None:
+        from models.bundle import bundle_kind
+
+        if bundle_kind(bundle) == "lainr":
+            _bench_lainr(bundle, ensemble, field_members, threads, quick)
+            return
     with tempfile.TemporaryDirectory() as tmp:
         if bundle is None:
             directory = Path(tmp)
@@ -137,6 +145,59 @@ def bench_onnx_command(
             ),
         ]
     table = Table(title=f"onnxruntime {ort.__version__}, {threads} thread(s): {label}")
+    for column in ("graph", "median ms", "p90 ms"):
+        table.add_column(column, justify="right" if column != "graph" else "left")
+    for name, (median, p90) in rows:
+        table.add_row(name, f"{median:.3f}", f"{p90:.3f}")
+    Console().print(table)
+
+
+def _bench_lainr(bundle: Path, ensemble: int, members: int, threads: int, quick: bool) -> None:
+    """A lainr bundle: dynamics for N members; the decoder for ``members`` latents at 1024 random
+    points (the service's observation operator) and at every point of the training grid."""
+    import numpy as np
+    import onnxruntime as ort
+    from rich.console import Console
+    from rich.table import Table
+
+    from models.bundle import BundleError
+    from models.lainr_bundle import load_lainr_bundle
+
+    try:
+        loaded = load_lainr_bundle(bundle, device="cpu", intra_op_num_threads=threads)
+    except BundleError as err:
+        raise typer.BadParameter(f"--bundle {bundle}: {err}") from None
+    m = loaded.manifest
+    rng = np.random.default_rng(0)
+
+    def codes(n: int) -> np.ndarray:
+        mean, std = np.asarray(m.prior.mean), np.asarray(m.prior.std)
+        return (mean + std * rng.standard_normal((n, m.d_z))).astype(np.float32)
+
+    def points(n: int) -> np.ndarray:
+        lat = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, n)))
+        return np.stack([lat, rng.uniform(0.0, 360.0, n)], axis=1).astype(np.float32)
+
+    grid = np.array([[a, b] for a in m.grid.lat for b in m.grid.lon], dtype=np.float32)
+    repeats = 50 if quick else 300
+    rows = [
+        (f"dynamics, N = {ensemble}", _time(loaded.dynamics, {"z": codes(ensemble)}, repeats * 4)),
+        (
+            f"decoder, {members} latents x 1024 points",
+            _time(loaded.decoder, {"z": codes(members), "points": points(1024)}, repeats),
+        ),
+        (
+            f"decoder, 1 latent x {len(grid)} grid points",
+            _time(loaded.decoder, {"z": codes(1), "points": grid}, repeats // 5),
+        ),
+        (
+            f"decoder, {members} latents x {len(grid)} grid points",
+            _time(loaded.decoder, {"z": codes(members), "points": grid}, max(repeats // 30, 2)),
+        ),
+    ]
+    table = Table(
+        title=f"onnxruntime {ort.__version__}, {threads} thread(s): {bundle} (lainr, d_z = {m.d_z})"
+    )
     for column in ("graph", "median ms", "p90 ms"):
         table.add_column(column, justify="right" if column != "graph" else "left")
     for name, (median, p90) in rows:
