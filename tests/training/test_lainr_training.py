@@ -206,3 +206,9 @@ def test_training_windows_cover_every_frame_once() -> None:
             covered = torch.cat([torch.arange(s, s + window) for s in starts.tolist()])
             assert set(covered.tolist()) == set(range(n_time))
             assert int(starts.max()) + window <= n_time
+
+
+def test_bench_onnx_times_a_lainr_bundle(lainr_run: dict[str, Path]) -> None:
+    code, out = invoke("bench", "onnx", "--bundle", lainr_run["bundle"], "--quick", "--field-members", "4")
+    assert code == 0, out
+    assert "decoder, 4 latents x 1024 points" in out and "dynamics, N = 100" in out
