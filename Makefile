@@ -40,12 +40,13 @@ test: lint typecheck pytest
 
 demo: install
 	$(BIN)/ldensf demo --bundle models/bundles/sw --out demo_out/service
+	$(BIN)/ldensf demo --bundle models/bundles/ssw --out demo_out/lainr --steps 40
 	$(BIN)/ldensf data generate shallow-water --n-traj 4 --n-steps 400 --workers 1 --out demo_out/sw_small.zarr --overwrite
 	$(BIN)/ldensf data validate demo_out/sw_small.zarr
 	$(BIN)/ldensf data show demo_out/sw_small.zarr --out demo_out/sw_small.png
 	$(BIN)/ldensf experiment l96 --method letkf --cycles 400 --burn-in 100 --plot demo_out/l96_letkf.png
 	$(BIN)/ldensf experiment l96 --preset ensf-arctan --method ensf --cycles 150 --burn-in 50 --plot demo_out/l96_ensf.png
-	@echo "demo: snapshots in demo_out/sw_small.png; Lorenz-96 assimilation in demo_out/l96_letkf.png and demo_out/l96_ensf.png; service demo in demo_out/service/"
+	@echo "demo: snapshots in demo_out/sw_small.png; Lorenz-96 assimilation in demo_out/l96_letkf.png and demo_out/l96_ensf.png; service demo in demo_out/service/; LAINR (spherical shallow water, changing observation points) in demo_out/lainr/"
 
 bench: install
 	$(BIN)/ldensf bench sim
