@@ -293,7 +293,7 @@ def lainr_command(
     sigma_z_b: float = typer.Option(0.1, help="latent perturbation std of the initial ensemble"),
     inflation: float = typer.Option(1.02, help="multiplicative inflation of the forecast anomalies"),
     rtps: float = typer.Option(0.0, help="relaxation to prior spread (0..1)"),
-    encode_steps: int | None = typer.Option(None, help="auto-decoding steps (default: the run's)"),
+    encode_steps: int = typer.Option(500, help="auto-decoding steps of the background (early stop)"),
     recon_frame_stride: int = typer.Option(5, help="reconstruction table: every n-th frame (0: no table)"),
     seed: int = typer.Option(0, help="seed of observations, background noise and filters"),
     threads: int = typer.Option(1, help="torch threads (more only pays on idle cores)"),

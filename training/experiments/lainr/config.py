@@ -50,7 +50,10 @@ class LainrConfig:
     # cycle). Chosen on validation trajectories with rtps.
     inflation: float = 1.02
     rtps: float = 0.0
-    encode_steps: int | None = None  # auto-decoding steps of the background; None: the model's default
+    # Auto-decoding steps of the background (from the run's prior-mean code, stopping early once
+    # converged). The reference allows 10000; the run's own setting (60, warm-started frame to frame)
+    # leaves a cold start at about twice the converged error; None: the run's setting.
+    encode_steps: int | None = 500
     # Reconstruction table: every n-th frame of each trajectory of the split is auto-decoded (LAINR) and
     # encoded (autoencoder); auto-decoding a frame costs an inner optimisation. 0: no table (tuning).
     recon_frame_stride: int = 5

@@ -106,7 +106,15 @@ def load_surrogate(
     )
     grid_decoder = GridDecoder(decoder)
     return Surrogate(
-        decoder.latent_dim, grid_decoder, step, q, encode, "LAINR", details, remember=grid_decoder.register
+        decoder.latent_dim,
+        grid_decoder,
+        step,
+        q,
+        encode,
+        "LAINR",
+        details,
+        remember=grid_decoder.register,
+        codes={split: codes.detach().to(torch.float32) for split, codes in run.codes.items()},
     )
 
 

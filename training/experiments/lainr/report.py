@@ -282,9 +282,10 @@ def _reconstruction_lines(result: LainrResult) -> list[str]:
         "",
         f"{_every(result.config.recon_frame_stride, 'frame').capitalize()} (from the first) of "
         f"{_plural(len({k for k, _ in _recon_frames(result)}), 'trajectory', 'trajectories')}; normalised "
-        "units. LAINR encodes a frame "
-        "by auto-decoding (an inner optimisation of the code), the autoencoder by its encoder; the time is "
-        "encode + decode per frame.",
+        "units. LAINR encodes a frame by auto-decoding (an inner optimisation of the code): the run's "
+        "own codes of the split when it has them (training auto-decodes every frame, warm-started from "
+        "the previous frame's code; the time is then decoding only), else from its starting code here. "
+        "The autoencoder encodes with its encoder; the time is encode + decode per frame.",
     ]
     return lines
 

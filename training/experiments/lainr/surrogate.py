@@ -35,6 +35,9 @@ class Surrogate:
     # Called with point sets decoded again and again (the scoring grids), so a decoder may keep what
     # depends on the points only; None: nothing to keep.
     remember: Callable[[Tensor], None] | None = None
+    # The run's own codes of every frame of a split, {split: (n, T, d_z)} (LAINR auto-decodes the
+    # validation and test frames after training); the reconstruction table decodes them when present.
+    codes: dict[str, Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.model_error.shape != (self.d_z, self.d_z):

@@ -28,6 +28,7 @@ class Truths:
     labels: list[str]  # trajectory indices in the dataset
     params: np.ndarray  # (K, d_u)
     source: str
+    split: str = "test"  # trajectory k is the k-th of this split in dataset order
 
     @property
     def n_trajectories(self) -> int:
@@ -73,11 +74,9 @@ class Truths:
         return fields * self.state_std.reshape(shape) + self.state_mean.reshape(shape)
 
 
-def load_truths(
-    data: Path, split: str, count: int | None = None, frames: int | None = None, first: int = 0
-) -> Truths:
-    """Trajectories ``first .. first + count`` of ``split`` (all when ``count`` is None), the first
-    ``frames`` frames of each."""
+def load_truths(data: Path, split: str, count: int | None = None, frames: int | None = None) -> Truths:
+    """The first ``count`` trajectories of ``split`` in dataset order (all when ``count`` is None), the
+    first ``frames`` frames of each."""
     from sim.dataset import DatasetError, open_dataset
 
     try:
@@ -90,9 +89,9 @@ def load_truths(
         if name not in ds:
             raise ConfigError(f"{data} has no {name}; is it a finished dataset (ldensf data generate)?")
     index = np.flatnonzero(np.asarray(ds["split"].values).astype(str) == split)
-    if index.size <= first:
-        raise ConfigError(f"{data} has {index.size} {split} trajectories; need more than {first}")
-    index = index[first:] if count is None else index[first : first + count]
+    if index.size == 0:
+        raise ConfigError(f"{data} has no {split} trajectories")
+    index = index if count is None else index[:count]
     n_time = ds.sizes["time"]
     if frames is not None and frames > n_time:
         raise ConfigError(f"{data} has {n_time} frames per trajectory; asked for {frames}")
@@ -125,4 +124,5 @@ def load_truths(
         labels=[str(i) for i in index],
         params=params,
         source=f"{split} split of {data}",
+        split=split,
     )
