@@ -65,6 +65,9 @@ def _rmse(plt: Any, result: LainrResult) -> Any:
     hours = result.truths.times
     for method in result.runs:
         axis.plot(hours, result.curve(method, "rmse"), **_style(method))
+    floor = result.floor_curve()
+    if floor is not None:
+        axis.plot(hours, floor, color="k", ls=":", label="decoder floor (the run's codes of the truth)")
     axis.axvspan(hours[len(hours) // 2], hours[-1], color="0.93", zorder=0, label="steady-state window")
     axis.set_yscale("log")
     axis.set_xlabel("time (hours)")

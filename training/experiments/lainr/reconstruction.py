@@ -46,6 +46,14 @@ class ReconstructionRow:
         return asdict(self)
 
 
+def stored_codes(surrogate: Surrogate, truths: Truths) -> Tensor | None:
+    """The run's codes (n, T, d_z) of the truths' split when they cover the truths, else None."""
+    stored = (surrogate.codes or {}).get(truths.split)
+    if stored is None or stored.shape[0] < truths.n_trajectories or stored.shape[1] < truths.n_frames:
+        return None
+    return stored
+
+
 def frames_to_score(truths: Truths, trajectories: int, stride: int) -> list[tuple[int, int]]:
     times = range(0, truths.n_frames, stride)
     return [(k, t) for k in range(min(trajectories, truths.n_trajectories)) for t in times]
@@ -88,11 +96,7 @@ def reconstruction_rows(
     """The LAINR row and (when given) the autoencoder's, on the same frames."""
     points = truths.points
     nlat, nlon = truths.shape
-    stored = (surrogate.codes or {}).get(truths.split)
-    if stored is not None and not (
-        stored.shape[0] >= truths.n_trajectories and stored.shape[1] >= truths.n_frames
-    ):
-        stored = None  # not the codes of these trajectories
+    stored = stored_codes(surrogate, truths)
     lainr_parts: list[dict[str, np.ndarray]] = []
     ae_parts: list[dict[str, np.ndarray]] = []
     seconds = {"lainr": 0.0, "ae": 0.0}

@@ -25,7 +25,12 @@ from training.experiments.lainr.assimilation import (
 from training.experiments.lainr.checks import Check, lainr_checks
 from training.experiments.lainr.config import ConfigError, LainrConfig
 from training.experiments.lainr.observations import draw_observations
-from training.experiments.lainr.reconstruction import ReconstructionRow, frames_to_score, reconstruction_rows
+from training.experiments.lainr.reconstruction import (
+    ReconstructionRow,
+    frames_to_score,
+    reconstruction_rows,
+    stored_codes,
+)
 from training.experiments.lainr.scoring import Scorer, steady_state
 from training.experiments.lainr.surrogate import Autoencoder, Surrogate
 from training.experiments.lainr.truths import Truths, load_truths
@@ -56,6 +61,9 @@ class LainrResult:
     maps: Maps | None
     seconds: dict[str, float] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    # (K, T) RMSE of the decoded run's own codes of the truth frames: what a perfect latent estimate
+    # would score with this decoder (None when the run has no codes of these trajectories)
+    floor: np.ndarray | None = None
 
     @property
     def methods(self) -> list[str]:
@@ -85,6 +93,12 @@ class LainrResult:
         }
         out["ms_per_cycle"]["total"] = sum(out["ms_per_cycle"].values())
         return out
+
+    def floor_curve(self) -> np.ndarray | None:
+        return None if self.floor is None else np.asarray(self.floor.mean(axis=0))
+
+    def steady_floor(self) -> float:
+        return math.nan if self.floor is None else float(steady_state(self.floor.T).mean())
 
     def steady_rmse(self) -> dict[str, float]:
         return {m: self.summary(m)["rmse"] for m in self.runs}
@@ -146,13 +160,14 @@ def run_lainr(
     seconds["reconstruction"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    runs, background = _assimilate(config, surrogate, truths)
+    runs, background, floor = _assimilate(config, surrogate, truths)
     seconds["assimilation"] = time.perf_counter() - mark
 
     result = LainrResult(
         config, truths, surrogate, autoencoder, runs, background, reconstruction, [], None, seconds,
         environment(config.threads),
     )  # fmt: skip
+    result.floor = floor
     result.checks = lainr_checks(result.steady_rmse())
     result.maps = late_maps(result)
     seconds["total"] = time.perf_counter() - start
@@ -161,7 +176,7 @@ def run_lainr(
 
 def _assimilate(
     config: LainrConfig, surrogate: Surrogate, truths: Truths
-) -> tuple[dict[str, list[MethodRun]], list[float]]:
+) -> tuple[dict[str, list[MethodRun]], list[float], np.ndarray | None]:
     methods = [FREE_RUN, *config.methods]
     settings = FilterSettings(config.inflation, config.rtps)
     points = truths.points
@@ -171,6 +186,8 @@ def _assimilate(
         surrogate.remember(lattice_points)
     runs: dict[str, list[MethodRun]] = {m: [] for m in methods}
     background_rmse: list[float] = []
+    stored = stored_codes(surrogate, truths)
+    floor = None if stored is None else np.full((truths.n_trajectories, truths.n_frames), np.nan)
     total = truths.n_trajectories * len(methods) * (truths.n_frames - 1)
     with tqdm(total=total, desc="assimilating", unit="cycle", dynamic_ncols=True) as bar:
         for k in range(truths.n_trajectories):
@@ -190,6 +207,9 @@ def _assimilate(
             scorer = Scorer.for_trajectory(surrogate.decode, truths, k, truths.n_frames, lattice_points)
             error = scorer.fields(background.unsqueeze(0))[0] - scorer.truth[0]
             background_rmse.append(float(error.square().mean().sqrt()))
+            if stored is not None and floor is not None:
+                errors = scorer.fields(stored[k, : truths.n_frames]) - scorer.truth
+                floor[k] = errors.square().mean(dim=(1, 2)).sqrt().numpy()
             for code, method in enumerate(methods):
                 bar.set_postfix_str(f"trajectory {truths.labels[k]}: {method}")
                 run = run_method(
@@ -205,7 +225,7 @@ def _assimilate(
                 )
                 runs[method].append(run)
                 bar.update(truths.n_frames - 1)
-    return runs, background_rmse
+    return runs, background_rmse, floor
 
 
 def late_maps(result: LainrResult) -> Maps | None:
