@@ -291,8 +291,10 @@ def lainr_command(
     obs_noise: float = typer.Option(0.1, help="observation noise std, times the channel's training std"),
     sigma_x_b: float = typer.Option(0.1, help="noise on the first frame before auto-decoding (normalised)"),
     sigma_z_b: float = typer.Option(0.1, help="latent perturbation std of the initial ensemble"),
-    inflation: float = typer.Option(1.02, help="multiplicative inflation of the forecast anomalies"),
-    rtps: float = typer.Option(0.0, help="relaxation to prior spread (0..1)"),
+    inflation: float = typer.Option(
+        1.5, help="multiplicative inflation of the forecast anomalies (chosen on validation)"
+    ),
+    rtps: float = typer.Option(0.9, help="relaxation to prior spread, 0..1 (chosen on validation)"),
     encode_steps: int = typer.Option(500, help="auto-decoding steps of the background (early stop)"),
     recon_frame_stride: int = typer.Option(5, help="reconstruction table: every n-th frame (0: no table)"),
     seed: int = typer.Option(0, help="seed of observations, background noise and filters"),
