@@ -210,6 +210,9 @@ def export_lainr(
         "time_per_step_s": metadata["time_per_step_s"],
         "prior": payload["prior"],
         "model_error": q.tolist(),
+        # chosen on validation trajectories by `ldensf experiment lainr` (docs/BENCHMARKS.md): without
+        # RTPS, ETKF-Q's rank-(N-1) square root leaves d_z - N + 1 latent directions uncorrected
+        "filter_defaults": {"method": "etkf-q", "ensemble_size": 32, "inflation": 1.5, "rtps": 0.9},
         "metrics": metrics,
         "networks": {"lainr": model.config.to_dict()},
         "files": {},

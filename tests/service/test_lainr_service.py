@@ -170,11 +170,9 @@ def test_every_filter_method_runs(api: TestClient, runtime: LainrRuntime, method
     for step, z in enumerate(truth):
         answer = post(api, sid, step, observations_of(runtime, z, 50, 0.05, rng), noise=0.05)
         assert np.isfinite(answer["diagnostics"]["spread"]) and answer["diagnostics"]["spread"] > 0
-    assert api.get(f"/v1/sessions/{sid}").json()["filter"] == {
-        "method": method,
-        "inflation": 1.05,
-        "rtps": 0.0,
-    }
+    rtps = api.get(f"/v1/models/{NAME}").json()["filter_defaults"]["rtps"]  # the bundle's default
+    expected = {"method": method, "inflation": 1.05, "rtps": rtps}
+    assert api.get(f"/v1/sessions/{sid}").json()["filter"] == expected
 
 
 def test_replays_and_conflicts(api: TestClient, runtime: LainrRuntime) -> None:
