@@ -21,6 +21,7 @@ from models.checkpoint import load_checkpoint
 from models.ldnet import LDNet, LDNetConfig
 from training.config import to_dict
 from training.data import FieldSplit, Normalisation
+from training.field_metrics import PaperUnits
 from training.trainer import OptimConfig, fit
 
 
@@ -102,8 +103,9 @@ class LDNetTask:
         generator = torch.Generator().manual_seed(config.seed + 1)
         n_points = val.coords.shape[0]
         self.val_index = torch.randperm(n_points, generator=generator)[: min(config.val_points, n_points)]
-        self.mean = torch.as_tensor(norm.state_mean, dtype=torch.float32)
-        self.std = torch.as_tensor(norm.state_std, dtype=torch.float32)
+        device = train.fields.device
+        self.mean = torch.as_tensor(norm.state_mean, dtype=torch.float32, device=device)
+        self.std = torch.as_tensor(norm.state_std, dtype=torch.float32, device=device)
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         if self.stage == "reconstruction":
@@ -159,30 +161,45 @@ class LDNetTask:
 
     @torch.no_grad()
     def errors(
-        self, split: FieldSplit, point_index: torch.Tensor | None = None, chunk_points: int = 1 << 18
+        self,
+        split: FieldSplit,
+        point_index: torch.Tensor | None = None,
+        chunk_points: int = 1 << 18,
+        paper: PaperUnits | None = None,
     ) -> dict[str, float]:
         """``rel_rmse``: ||x~ - x|| / ||x|| per frame (physical units), averaged over frames and
         trajectories (DESIGN.md section 3); ``pooled_rel_rmse``: sqrt(sum ||x~ - x||^2 / sum ||x||^2)
-        over the whole split, the form the paper's training code reports."""
+        over the whole split in physical units; with ``paper``, ``paper_rel_rmse``: the same pooled
+        ratio in the units the paper's code reports it in (:mod:`training.field_metrics`)."""
         coords = split.coords if point_index is None else split.coords[point_index]
         n, t_all = split.fields.shape[:2]
         s = self.model.rollout(split.params, t_all).reshape(n * t_all, -1)
         frames_per_chunk = max(1, chunk_points // coords.shape[0])
-        per_frame, err2, norm2 = [], 0.0, 0.0
+        per_frame, err2, norm2, paper_err2, paper_norm2 = [], 0.0, 0.0, 0.0, 0.0
+        if paper is not None:
+            offset = torch.as_tensor(paper.offset, dtype=torch.float32, device=self.mean.device)
+            scale = torch.as_tensor(paper.scale, dtype=torch.float32, device=self.mean.device)
         for start in range(0, n * t_all, frames_per_chunk):
             rows = torch.arange(start, min(start + frames_per_chunk, n * t_all))
-            truth = split.fields[rows // t_all, rows % t_all]
-            if point_index is not None:
-                truth = truth[:, point_index]
+            if point_index is None:
+                truth = split.fields[rows // t_all, rows % t_all]
+            else:  # gather only the chosen points, never whole frames
+                truth = split.fields[(rows // t_all)[:, None], (rows % t_all)[:, None], point_index]
             prediction = self.physical(self.model.reconstruct(s[rows], coords))
             truth = self.physical(truth)
             per_frame.append(relative_rmse(prediction, truth))
             err2 += float((prediction - truth).pow(2).sum())
             norm2 += float(truth.pow(2).sum())
-        return {
+            if paper is not None:
+                paper_err2 += float(((prediction - truth) / scale).pow(2).sum())
+                paper_norm2 += float(((truth - offset) / scale).pow(2).sum())
+        result = {
             "rel_rmse": float(torch.cat(per_frame).mean()),
             "pooled_rel_rmse": (err2 / max(norm2, 1e-30)) ** 0.5,
         }
+        if paper is not None:
+            result["paper_rel_rmse"] = (paper_err2 / max(paper_norm2, 1e-30)) ** 0.5
+        return result
 
     def validate(self) -> dict[str, float]:
         return {"val_rel_rmse": self.evaluate(self.val, self.val_index)}
