@@ -48,6 +48,10 @@ class Problem(ABC):
     grid_field: ClassVar[str | None]
     """The configuration field set by ``--grid`` (points per side, or the Lorenz-96 dimension);
     None where the grid has other options (spherical shallow water: nlat and nlon)."""
+    reference_value_range: ClassVar[tuple[tuple[float, ...], tuple[float, ...]] | None] = None
+    """Fixed per-channel (low, high) values by which the papers' reference code min-max scales
+    the fields to [-1, 1] before it reports a relative RMSE; None where it z-scores them with the
+    training split's statistics instead. The papers' error figures are in those units."""
 
     def make_config(self, **overrides: Any) -> Any:
         """The default configuration with ``overrides`` applied (``None`` values are ignored).
@@ -143,6 +147,8 @@ class ShallowWaterProblem(Problem):
     space_units = "m"
     time_units = "s"
     grid_field = "n"
+    # u and v in [-0.2, 0.2] m/s, eta in [-0.5, 1] m (pengpeng-xiao/ld-ensf, tsunami_modeling)
+    reference_value_range = ((-0.2, -0.2, -0.5), (0.2, 0.2, 1.0))
 
     def parameter_bounds(self, config: Any) -> tuple[tuple[float, float], ...]:
         # The paper's prior [-L/2, 0]^2 scales with the basin.

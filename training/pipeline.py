@@ -37,6 +37,7 @@ from training.encoder_training import (
     sensor_sequences,
     train_encoder,
 )
+from training.field_metrics import paper_units
 from training.ldnet_training import LDNetTask, train_ldnet
 from training.run_config import RunConfig, load_run_config
 from training.trainer import plot_loss_curve
@@ -183,10 +184,12 @@ def run_train_ldnet(
     model.eval()
     with torch.no_grad():
         task = LDNetTask(model, inputs.train, inputs.val, inputs.norm, config.ldnet, stage="joint")
-        test, val = task.errors(inputs.test), task.errors(inputs.val)
+        paper = paper_units(config.problem, inputs.norm)
+        test, val = task.errors(inputs.test, paper=paper), task.errors(inputs.val)
         metrics = {
             "ldnet_test_rel_rmse": test["rel_rmse"],
             "ldnet_test_pooled_rel_rmse": test["pooled_rel_rmse"],
+            "ldnet_test_paper_rel_rmse": test["paper_rel_rmse"],
             "ldnet_val_rel_rmse": val["rel_rmse"],
         }
     _finish(inputs.out_dir, model.cpu(), "ldnet", metrics)

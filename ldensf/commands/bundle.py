@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from models.bundle import Manifest
     from models.lainr_bundle import LainrManifest
 
-app = typer.Typer(help="Check exported model bundles.", no_args_is_help=True)
+app = typer.Typer(help="Check and score exported model bundles.", no_args_is_help=True)
 
 
 def describe(manifest: Manifest | LainrManifest) -> str:
@@ -48,3 +48,32 @@ def check_command(
         raise typer.Exit(code=1)
     manifest = read_lainr_manifest(path) if bundle_kind(path) == "lainr" else read_manifest(path)
     typer.echo(f"OK: {path}: {describe(manifest)}")
+
+
+@app.command("score")
+def score_command(
+    path: Annotated[Path, typer.Argument(help="LD-EnSF bundle directory.")],
+    data: Annotated[Path, typer.Option("--data", help="Dataset of the bundle's problem (zarr or NetCDF).")],
+    split: Annotated[str, typer.Option(help="Which split to score: train, val or test.")] = "test",
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for score.json and score.png (error against time).")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="onnxruntime threads.")] = 1,
+) -> None:
+    """Field error of a bundle on a dataset split: the latent rollout from each trajectory's true
+    parameter, decoded at every grid point of every frame (onnxruntime only). Prints ldensf's metric
+    and the paper's (docs/training.md, "Test errors")."""
+    from training.bundle_score import ScoreError, plot_score, score_bundle, summary_lines
+
+    try:
+        score = score_bundle(path, data, split=split, threads=threads)
+    except ScoreError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    for line in summary_lines(score):
+        typer.echo(line)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "score.json").write_text(score.to_json() + "\n")
+        plot_score(score, out / "score.png")
+        typer.echo(f"wrote {out / 'score.json'} and {out / 'score.png'}")

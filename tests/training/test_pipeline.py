@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from cli_helpers import TINY_CONFIG, invoke
 
 
@@ -66,3 +67,36 @@ def test_vae_export_matches_torch_and_refuses_to_clobber(tiny_run: dict[str, Pat
     code, text = invoke("export", tiny_run["run"], "--out", out, "--vae", "--overwrite")
     assert code == 0, text
     assert not list(out.parent.glob(".tiny-vae.*"))  # no staging folders left behind
+
+
+def test_bundle_score_agrees_with_the_training_run(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    """onnxruntime scoring of the exported bundle gives the errors torch measured after training."""
+    bundle = tmp_path / "scored"
+    code, out = invoke("export", tiny_run["run"], "--out", bundle)
+    assert code == 0, out
+    code, out = invoke("bundle", "score", bundle, "--data", tiny_run["data"], "--out", tmp_path / "score")
+    assert code == 0, out
+    assert "the paper's metric" in out
+    score = json.loads((tmp_path / "score" / "score.json").read_text())
+    trained = json.loads((tiny_run["run"] / "ldnet" / "test_metrics.json").read_text())
+    assert score["rel_rmse"] == pytest.approx(trained["ldnet_test_rel_rmse"], rel=1e-4)
+    assert score["pooled_rel_rmse"] == pytest.approx(trained["ldnet_test_pooled_rel_rmse"], rel=1e-4)
+    assert score["paper_rel_rmse"] == pytest.approx(trained["ldnet_test_paper_rel_rmse"], rel=1e-4)
+    # flat water sits at eta = -1/3 in the paper's units, which makes its ratio the smaller one
+    assert score["paper_rel_rmse"] < score["pooled_rel_rmse"]
+    assert len(score["rel_rmse_by_frame"]) == score["n_frames"]
+    assert (tmp_path / "score" / "score.png").is_file()
+
+
+def test_bundle_score_explains_bad_input(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    bundle = tmp_path / "b"
+    code, out = invoke("export", tiny_run["run"], "--out", bundle)
+    assert code == 0, out
+    code, out = invoke("bundle", "score", bundle, "--data", tiny_run["data"], "--split", "holdout")
+    assert code == 1 and "no 'holdout' trajectories" in out
+    code, out = invoke("bundle", "score", bundle, "--data", tmp_path / "missing.zarr")
+    assert code == 1 and "no dataset" in out
+    code, out = invoke("bundle", "score", tmp_path / "nothing", "--data", tiny_run["data"])
+    assert code == 1 and "no bundle" in out
+    code, out = invoke("bundle", "score", "models/bundles/ssw", "--data", tiny_run["data"])
+    assert code == 1 and "LAINR bundle" in out
