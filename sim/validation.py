@@ -3,10 +3,12 @@ in plain words with what to do about it. ``ldensf data validate`` prints these l
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
 
-from sim.dataset import GRID_DIMS, POINT_DIMS, SPLITS, STATISTICS
+from sim.dataset import GRID_DIMS, POINT_DIMS, SPLITS, STATISTICS, DatasetError, open_dataset
 
 
 def validate_dataset(ds: xr.Dataset, source: str = "PATH", check_values: bool = True) -> list[str]:
@@ -25,6 +27,16 @@ def validate_dataset(ds: xr.Dataset, source: str = "PATH", check_values: bool = 
     if check_values and not problems:
         problems += _check_values(ds, incomplete)
     return problems
+
+
+def open_valid_dataset(path: str | Path) -> xr.Dataset:
+    """Open the dataset at ``path`` for use (training, scoring): raises :class:`DatasetError` when it
+    cannot be read or fails validation (values not scanned), listing every problem found."""
+    ds = open_dataset(path)
+    problems = validate_dataset(ds, source=str(path), check_values=False)
+    if problems:
+        raise DatasetError(f"{path} fails validation:\n  - " + "\n  - ".join(problems))
+    return ds
 
 
 def _check_state(ds: xr.Dataset) -> list[str]:

@@ -18,8 +18,8 @@ import numpy as np
 import xarray as xr
 
 from models.bundle import Bundle, BundleError, bundle_kind, load_bundle
-from sim.dataset import DatasetError, open_dataset
-from sim.validation import validate_dataset
+from sim.dataset import DatasetError
+from sim.validation import open_valid_dataset
 from training.data import Normalisation, grid_points
 from training.field_metrics import paper_units
 
@@ -63,12 +63,9 @@ def _open(
     except BundleError as err:
         raise ScoreError(str(err)) from None
     try:
-        ds = open_dataset(data_path)
+        ds = open_valid_dataset(data_path)
     except DatasetError as err:
         raise ScoreError(str(err)) from None
-    problems = validate_dataset(ds, source=str(data_path), check_values=False)
-    if problems:
-        raise ScoreError(f"{data_path} fails validation:\n  - " + "\n  - ".join(problems))
     manifest = bundle.manifest
     if ds.attrs.get("problem") != manifest.problem:
         raise ScoreError(

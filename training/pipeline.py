@@ -27,7 +27,7 @@ from models.checkpoint import load_model, save_checkpoint
 from models.encoder import ObservationEncoder
 from models.ldnet import LDNet
 from sim.dataset import DatasetError, open_dataset
-from sim.validation import validate_dataset
+from sim.validation import open_valid_dataset
 from training import distributed
 from training.data import FieldSplit, Normalisation, load_split, normalisation_from_dataset
 from training.encoder_training import (
@@ -49,12 +49,9 @@ class PipelineError(RuntimeError):
 
 def open_training_dataset(path: Path, config: RunConfig) -> xr.Dataset:
     try:
-        ds = open_dataset(path)
+        ds = open_valid_dataset(path)
     except DatasetError as err:
         raise PipelineError(str(err)) from None
-    problems = validate_dataset(ds, source=str(path), check_values=False)
-    if problems:
-        raise PipelineError(f"{path} fails validation:\n  - " + "\n  - ".join(problems))
     if ds.attrs.get("problem", config.problem) != config.problem:
         raise PipelineError(
             f"the config is for {config.problem!r} but {path} holds {ds.attrs['problem']!r} data; "

@@ -14,6 +14,60 @@ import xarray as xr
 from models.spherical_harmonics import real_spherical_harmonics
 from sim.dataset import compute_statistics
 
+# The LAINR and conv-AE sections of a config small enough for CI.
+TINY_LAINR_CONFIG = """
+problem = "spherical-sw"
+
+[lainr]
+window = 3
+windows_per_batch = 4
+points_per_frame = 256
+val_frames = 4
+val_encode_steps = 5
+model_error_steps = 50
+rollout_steps = 2
+dynamics_batch = 8
+
+[lainr.sinr]
+code_dim = 6
+per_channel_codes = false
+hidden = 16
+depth = 3
+max_freq = 3
+
+[lainr.ode]
+hidden = 16
+depth = 2
+substeps = 2
+
+[lainr.decoder]
+epochs = 12
+lr = 1e-2
+
+[lainr.joint]
+epochs = 2
+lr = 1e-3
+
+[lainr.dynamics]
+epochs = 3
+lr = 1e-3
+
+[lainr.encode]
+steps = 20
+points = 256
+
+[conv_ae]
+batch_size = 4
+val_frames = 4
+
+[conv_ae.model]
+widths = [4, 8]
+convs_per_level = 0
+
+[conv_ae.optim]
+epochs = 2
+"""
+
 
 def synthetic_sphere_dataset(
     path: Path, n_traj: int = 5, n_time: int = 6, nlat: int = 16, nlon: int = 32, seed: int = 0

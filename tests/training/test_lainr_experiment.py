@@ -13,6 +13,7 @@ import pytest
 import torch
 import xarray as xr
 from cli_helpers import invoke
+from sphere_fixtures import TINY_LAINR_CONFIG, synthetic_sphere_dataset
 from torch import Tensor
 
 from training.experiments.lainr.assimilation import FilterSettings, initial_ensemble, run_method
@@ -325,58 +326,8 @@ def test_report_from_stand_ins(tmp_path: Path) -> None:
 # CI quick mode on runs trained on a tiny spherical dataset
 # --------------------------------------------------------------------------------------------
 
-QUICK_CONFIG = """
-problem = "spherical-sw"
-
-[lainr]
-window = 3
-windows_per_batch = 4
-points_per_frame = 256
-val_frames = 4
-val_encode_steps = 5
-model_error_steps = 50
-rollout_steps = 2
-dynamics_batch = 8
-
-[lainr.sinr]
-code_dim = 6
-per_channel_codes = false
-hidden = 16
-depth = 3
-max_freq = 3
-
-[lainr.ode]
-hidden = 16
-depth = 2
-substeps = 2
-
-[lainr.decoder]
-epochs = 40
-lr = 1e-2
-
-[lainr.joint]
-epochs = 2
-lr = 1e-3
-
-[lainr.dynamics]
-epochs = 3
-lr = 1e-3
-
-[lainr.encode]
-steps = 20
-points = 256
-
-[conv_ae]
-batch_size = 4
-val_frames = 4
-
-[conv_ae.model]
-widths = [4, 8]
-convs_per_level = 0
-
-[conv_ae.optim]
-epochs = 2
-"""
+# the tiny config with a longer decoder stage, so that the quick experiment has a usable decoder
+QUICK_CONFIG = TINY_LAINR_CONFIG.replace("[lainr.decoder]\nepochs = 12", "[lainr.decoder]\nepochs = 40")
 
 
 def _cli(*args: object) -> tuple[int, str]:
@@ -385,7 +336,6 @@ def _cli(*args: object) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def tiny_lainr(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from sphere_fixtures import synthetic_sphere_dataset
 
     root = tmp_path_factory.mktemp("lainr-experiment")
     data, config, run, ae_run = root / "ssw.zarr", root / "tiny.toml", root / "run", root / "ae"

@@ -10,65 +10,12 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import invoke
-from sphere_fixtures import synthetic_sphere_dataset
+from sphere_fixtures import TINY_LAINR_CONFIG, synthetic_sphere_dataset
 
 from models.lainr_bundle import check_lainr_bundle, load_lainr_bundle
 from training.lainr_training import encode_trajectories, load_run, training_windows
 from training.sphere_data import load_sphere_data
 from training.trainer import read_metrics
-
-TINY_LAINR_CONFIG = """
-problem = "spherical-sw"
-
-[lainr]
-window = 3
-windows_per_batch = 4
-points_per_frame = 256
-val_frames = 4
-val_encode_steps = 5
-model_error_steps = 50
-rollout_steps = 2
-dynamics_batch = 8
-
-[lainr.sinr]
-code_dim = 6
-per_channel_codes = false
-hidden = 16
-depth = 3
-max_freq = 3
-
-[lainr.ode]
-hidden = 16
-depth = 2
-substeps = 2
-
-[lainr.decoder]
-epochs = 12
-lr = 1e-2
-
-[lainr.joint]
-epochs = 2
-lr = 1e-3
-
-[lainr.dynamics]
-epochs = 3
-lr = 1e-3
-
-[lainr.encode]
-steps = 20
-points = 256
-
-[conv_ae]
-batch_size = 4
-val_frames = 4
-
-[conv_ae.model]
-widths = [4, 8]
-convs_per_level = 0
-
-[conv_ae.optim]
-epochs = 2
-"""
 
 
 @pytest.fixture(scope="module")
