@@ -28,17 +28,16 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from models.bundle import MANIFEST_NAME, describe_validation_error, file_entry
+from models.bundle import describe_validation_error
 from models.checkpoint import load_model
 from models.lainr import Lainr
 from models.lainr_bundle import LAINR_GRAPH_FILES, LainrManifest, check_lainr_bundle
 from models.onnx_export import (
-    OPSET,
     PARITY_TOLERANCE,
     ExportError,
     export_onnx,
-    move_into_place,
     refuse_existing,
+    seal_bundle,
     source_commit,
 )
 from models.sinr import SINR
@@ -256,28 +255,7 @@ def export_lainr(
             raise ExportError(
                 f"onnxruntime disagrees with torch beyond {PARITY_TOLERANCE} of the output: {bad}"
             )
-        import onnxruntime as ort
-
-        manifest = manifest.model_copy(
-            update={
-                "files": {f: file_entry(staged / f) for f in LAINR_GRAPH_FILES},
-                "export": {
-                    "opset": OPSET,
-                    "exporter": "torch.onnx (TorchScript)",
-                    "torch": torch.__version__,
-                    "onnxruntime": ort.__version__,
-                    "parity": differences,
-                },
-            }
-        )
-        (staged / MANIFEST_NAME).write_text(manifest.to_json())
-        problems = check_lainr_bundle(staged)
-        if problems:
-            raise ExportError(
-                "the exported bundle fails its check:\n" + "\n".join(f"  - {p}" for p in problems)
-            )
-        staged.chmod(0o755)
-        move_into_place(staged, out_dir, overwrite)
+        seal_bundle(staged, out_dir, manifest, LAINR_GRAPH_FILES, differences, check_lainr_bundle, overwrite)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return out_dir

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -506,6 +506,40 @@ def move_into_place(staged: Path, out_dir: Path, overwrite: bool, manifest_name:
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def seal_bundle(
+    staged: Path,
+    out_dir: Path,
+    manifest: Any,
+    graph_files: Iterable[str],
+    differences: dict[str, Any],
+    check: Callable[[Path], list[str]],
+    overwrite: bool,
+) -> None:
+    """Finish a bundle exported into ``staged``: write ``manifest`` (a pydantic manifest of either
+    kind) with the graphs' hashes, the exporter's versions and the parity measured, run ``check``
+    on it as a user would, then move it to ``out_dir``."""
+    import onnxruntime as ort
+
+    manifest = manifest.model_copy(
+        update={
+            "files": {f: file_entry(staged / f) for f in graph_files},
+            "export": {
+                "opset": OPSET,
+                "exporter": "torch.onnx (TorchScript)",
+                "torch": torch.__version__,
+                "onnxruntime": ort.__version__,
+                "parity": differences,
+            },
+        }
+    )
+    (staged / MANIFEST_NAME).write_text(manifest.to_json())
+    problems = check(staged)
+    if problems:
+        raise ExportError("the exported bundle fails its check:\n" + "\n".join(f"  - {p}" for p in problems))
+    staged.chmod(0o755)
+    move_into_place(staged, out_dir, overwrite)
+
+
 def export_bundle(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -554,28 +588,7 @@ def export_bundle(
             raise ExportError(
                 f"onnxruntime disagrees with torch beyond {PARITY_TOLERANCE} x max(1, |output|): {bad}"
             )
-        import onnxruntime as ort
-
-        manifest = manifest.model_copy(
-            update={
-                "files": {f: file_entry(staged / f) for f in GRAPH_FILES},
-                "export": {
-                    "opset": OPSET,
-                    "exporter": "torch.onnx (TorchScript)",
-                    "torch": torch.__version__,
-                    "onnxruntime": ort.__version__,
-                    "parity": differences,
-                },
-            }
-        )
-        (staged / MANIFEST_NAME).write_text(manifest.to_json())
-        problems = check_bundle(staged)
-        if problems:
-            raise ExportError(
-                "the exported bundle fails its check:\n" + "\n".join(f"  - {p}" for p in problems)
-            )
-        staged.chmod(0o755)
-        move_into_place(staged, out_dir, overwrite)
+        seal_bundle(staged, out_dir, manifest, GRAPH_FILES, differences, check_bundle, overwrite)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return out_dir
