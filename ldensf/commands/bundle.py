@@ -52,7 +52,9 @@ def check_command(
 
 @app.command("score")
 def score_command(
-    path: Annotated[Path, typer.Argument(help="LD-EnSF bundle directory.")],
+    path: Annotated[
+        Path, typer.Argument(help="LD-EnSF bundle or VAE export (ldensf export --vae) directory.")
+    ],
     data: Annotated[Path, typer.Option("--data", help="Dataset of the bundle's problem (zarr or NetCDF).")],
     split: Annotated[str, typer.Option(help="Which split to score: train, val or test.")] = "test",
     out: Annotated[
@@ -61,8 +63,8 @@ def score_command(
     threads: Annotated[int, typer.Option(min=1, help="onnxruntime threads.")] = 1,
 ) -> None:
     """Field error of a bundle on a dataset split: the latent rollout from each trajectory's true
-    parameter, decoded at every grid point of every frame (onnxruntime only). Prints ldensf's metric
-    and the paper's (docs/training.md, "Test errors")."""
+    parameter, decoded at every grid point of every frame (a VAE export: every frame encoded and
+    decoded). Prints ldensf's metric and the paper's (docs/training.md, "Test errors")."""
     from training.bundle_score import ScoreError, plot_score, score_bundle, summary_lines
 
     try:

@@ -100,3 +100,36 @@ def test_bundle_score_explains_bad_input(tiny_run: dict[str, Path], tmp_path: Pa
     assert code == 1 and "no bundle" in out
     code, out = invoke("bundle", "score", "models/bundles/ssw", "--data", tiny_run["data"])
     assert code == 1 and "LAINR bundle" in out
+
+
+def test_bundle_score_of_a_vae_export_agrees_with_torch(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    """The VAE's reconstruction (state encoder mean, decoder) scored through onnxruntime equals
+    the same error computed with the torch checkpoint."""
+    import numpy as np
+    import torch
+    import xarray as xr
+
+    from models.checkpoint import load_model
+    from training.data import Normalisation, load_split
+
+    out = tmp_path / "vae"
+    code, text = invoke("export", tiny_run["run"], "--out", out, "--vae")
+    assert code == 0, text
+    code, text = invoke("bundle", "score", out, "--data", tiny_run["data"], "--out", tmp_path / "score")
+    assert code == 0, text
+    score = json.loads((tmp_path / "score" / "score.json").read_text())
+    assert score["kind"] == "vae" and "(vae)" in text
+    vae, payload = load_model(tiny_run["run"] / "vae" / "checkpoint.pt")
+    norm = Normalisation.from_dict(payload["normalisation"])
+    test = load_split(xr.open_zarr(tiny_run["data"]), "test", norm)
+    n, t, p, c = test.fields.shape
+    grid = int(round(p**0.5))
+    images = test.fields.reshape(n * t, p, c).transpose(1, 2).reshape(-1, c, grid, grid)
+    with torch.no_grad():
+        decoded = vae.decode(vae.state_encoder(images)[0]).double()
+    scale = torch.as_tensor(norm.state_std).view(1, c, 1, 1)
+    shift = torch.as_tensor(norm.state_mean).view(1, c, 1, 1)
+    truth, prediction = images.double() * scale + shift, decoded * scale + shift
+    pooled = float(((prediction - truth).pow(2).sum() / truth.pow(2).sum()).sqrt())
+    assert score["pooled_rel_rmse"] == pytest.approx(pooled, rel=1e-4)
+    assert np.isfinite(score["paper_rel_rmse"]) and score["paper_rel_rmse"] < score["pooled_rel_rmse"]
