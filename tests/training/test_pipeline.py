@@ -123,7 +123,7 @@ def test_bundle_score_of_a_vae_export_agrees_with_torch(tiny_run: dict[str, Path
     norm = Normalisation.from_dict(payload["normalisation"])
     test = load_split(xr.open_zarr(tiny_run["data"]), "test", norm)
     n, t, p, c = test.fields.shape
-    grid = int(round(p**0.5))
+    grid = round(p**0.5)
     images = test.fields.reshape(n * t, p, c).transpose(1, 2).reshape(-1, c, grid, grid)
     with torch.no_grad():
         decoded = vae.decode(vae.state_encoder(images)[0]).double()
