@@ -51,15 +51,19 @@ class LDNetTrainConfig:
     """Random frames of each trajectory in the loss per step (0: all frames, as in the paper);
     the rollout always runs over the whole trajectory, so this only thins the reconstruction."""
     point_sampling: str = "uniform"
-    """"uniform", or "magnitude": half the points drawn with probability proportional to the
-    field's magnitude (sum over channels of |z-scored value|), so that sparse features such as a
-    travelling wave on flat water are seen every step; the other half uniform."""
+    """"uniform"; or "importance": half of each frame's points drawn uniformly, half with
+    probability proportional to the field's departure from its typical value (sum over channels
+    of |z - the channel's median|), and every point's squared error weighted by p_uniform / q, q
+    the density of that half-and-half mixture. The loss is still an unbiased estimate of the
+    uniform MSE, but sparse features such as a wave on flat water are seen in every step."""
     val_points: int = 4096
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.point_sampling not in ("uniform", "magnitude"):
-            raise ValueError(f"point_sampling must be 'uniform' or 'magnitude' (got {self.point_sampling!r})")
+        if self.point_sampling not in ("uniform", "importance"):
+            raise ValueError(
+                f"point_sampling must be 'uniform' or 'importance' (got {self.point_sampling!r})"
+            )
         if self.frames_per_trajectory < 0:
             raise ValueError(f"frames_per_trajectory must be >= 0 (got {self.frames_per_trajectory})")
         for name in ("batch_size", "points_per_frame", "val_points"):
@@ -137,20 +141,34 @@ class LDNetTask:
         k = min(self.config.points_per_frame, p)
         index = torch.randint(p, (b, t, k), device=device)
         traj = batch.to(device)[:, None, None]
-        if self.config.point_sampling == "magnitude":
-            weights = self.magnitude[traj[..., 0], frames].reshape(b * t, p)
-            focused = torch.multinomial(weights, k // 2, replacement=True).reshape(b, t, k // 2)
-            index[..., : k // 2] = focused
+        weight = None
+        if self.config.point_sampling == "importance":
+            density = self.departure[traj[..., 0], frames]  # (b, t, P), mean 1 over P
+            focused = torch.multinomial(density.reshape(b * t, p), k // 2, replacement=True)
+            index[..., : k // 2] = focused.reshape(b, t, k // 2)
+            # balance heuristic: p_uniform / q with q = (p_uniform + p_focused) / 2, in units of 1/P
+            weight = 1.0 / (0.5 + 0.5 * torch.gather(density, 2, index))
         # advanced indexing copies only the sampled values, never whole frames
         target = self.train.fields[traj, frames[..., None], index]  # (b, t, k, C)
         xi = self.train.coords[index]  # (b, t, k, d_xi)
         prediction = self.model.reconstruct(s.reshape(b * t, -1), xi.reshape(b * t, k, -1))
-        return (prediction - target.reshape(b * t, k, c)).pow(2).mean()
+        squared = (prediction - target.reshape(b * t, k, c)).pow(2)
+        if weight is None:
+            return squared.mean()
+        return (squared * weight.reshape(b * t, k, 1)).mean()
 
     @cached_property
-    def magnitude(self) -> torch.Tensor:
-        """Sampling weights for ``point_sampling = "magnitude"``: (n, T, P) sum of |z-scored value|."""
-        return self.train.fields.abs().sum(dim=-1) + 1e-6
+    def departure(self) -> torch.Tensor:
+        """Focused-sampling density for ``point_sampling = "importance"``, (n, T, P) in units of
+        1 / P (mean 1 over each frame): sum over channels of |z - the channel's median|, plus 1 %
+        of its mean so that every point can be drawn."""
+        fields = self.train.fields
+        flat = fields.reshape(-1, fields.shape[-1])
+        generator = torch.Generator().manual_seed(self.config.seed)
+        sample = flat[torch.randperm(flat.shape[0], generator=generator)[: 1 << 20].to(flat.device)]
+        departure = (fields - sample.median(dim=0).values).abs().sum(dim=-1)
+        departure = departure + 0.01 * departure.mean(dim=-1, keepdim=True)
+        return departure / departure.mean(dim=-1, keepdim=True)
 
     def physical(self, normalised: torch.Tensor) -> torch.Tensor:
         return normalised * self.std + self.mean

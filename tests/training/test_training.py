@@ -16,7 +16,7 @@ from models.checkpoint import load_model
 from training.config import ConfigError, from_dict, load_toml
 from training.data import FieldSplit, Normalisation
 from training.encoder_training import EncoderTrainConfig, sensor_indices, train_encoder
-from training.ldnet_training import LDNetArchitecture, LDNetTrainConfig, train_ldnet
+from training.ldnet_training import LDNetArchitecture, LDNetTask, LDNetTrainConfig, build_ldnet, train_ldnet
 from training.trainer import OptimConfig, read_metrics
 
 N_GRID = 8
@@ -235,3 +235,29 @@ def test_bf16_autocast_training_lowers_the_loss_and_keeps_float32_weights(tmp_pa
     assert all(p.dtype == torch.float32 for p in model.parameters())
     with pytest.raises(ValueError, match="precision must be"):
         OptimConfig(precision="fp8")
+
+
+def test_importance_sampling_is_an_unbiased_estimate_of_the_uniform_loss() -> None:
+    """Half the points from the departure density, every squared error weighted by p / q: the
+    mean loss over many draws equals the MSE over every point of every frame, while a sparse bump
+    is hit far more often than by uniform draws."""
+    train, val = travelling_bumps(6, 4, seed=0), travelling_bumps(2, 4, seed=1)
+    # a sparse feature: a narrow bump on a flat background
+    fields = torch.where(train.fields > 1.5, train.fields, torch.full_like(train.fields, -0.4))
+    train = FieldSplit(fields, train.params, train.coords)
+    config = replace(tiny_config(), batch_size=6, points_per_frame=16, point_sampling="importance")
+    model = build_ldnet(config.model, train, seed=0)
+    task = LDNetTask(model, train, val, unit_norm(), config, stage="joint")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        estimates = torch.stack([task.loss(torch.arange(6)) for _ in range(3000)])
+        s = model.rollout(train.params, 4).reshape(24, -1)
+        exact = (model.reconstruct(s, train.coords) - train.fields.reshape(24, -1, 1)).pow(2).mean()
+    standard_error = float(estimates.std()) / math.sqrt(len(estimates))
+    assert abs(float(estimates.mean()) - float(exact)) < 4 * standard_error
+    density = task.departure
+    assert torch.allclose(density.mean(dim=-1), torch.ones(6, 4))
+    on_bump = fields[..., 0] > 1.5
+    assert float(density[on_bump].mean()) > 5 * float(density[~on_bump].mean())
+    with pytest.raises(ValueError, match="point_sampling must be"):
+        replace(config, point_sampling="magnitude")
