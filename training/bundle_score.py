@@ -14,12 +14,14 @@ error per channel and the per-frame error by time.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from models.bundle import BundleError, bundle_kind, load_bundle
 from sim.dataset import DatasetError
@@ -127,8 +129,16 @@ def _frame_points(ds: xr.Dataset, index: np.ndarray, t: int) -> np.ndarray:
     return frame.reshape(index.size, frame.shape[1], -1).transpose(0, 2, 1).astype(np.float64)
 
 
+def _frames(n_frames: int, bundle_path: Path, progress: bool) -> Iterable[int]:
+    return tqdm(range(n_frames), desc=f"scoring {bundle_path.name}", unit="frame", disable=not progress)
+
+
 def score_bundle(
-    bundle_path: str | Path, data_path: str | Path, split: str = "test", threads: int = 1
+    bundle_path: str | Path,
+    data_path: str | Path,
+    split: str = "test",
+    threads: int = 1,
+    progress: bool = True,
 ) -> BundleScore:
     """Score the LD-EnSF bundle or coupled-VAE export at ``bundle_path`` on ``split`` of the
     dataset at ``data_path``."""
@@ -136,7 +146,7 @@ def score_bundle(
     if not bundle_path.is_dir():
         raise ScoreError(f"no bundle at {bundle_path}: give a directory holding manifest.json")
     if (bundle_path / VAE_MANIFEST).is_file():
-        return _score_vae(bundle_path, data_path, split, threads)
+        return _score_vae(bundle_path, data_path, split, threads, progress)
     try:
         if bundle_kind(bundle_path) == "lainr":
             raise ScoreError(
@@ -154,7 +164,7 @@ def score_bundle(
     n_frames = int(ds.sizes["time"])
     errors = _FieldErrors(list(manifest.channels), paper_units(manifest.problem, norm), index.size, n_frames)
     s = np.zeros((index.size, manifest.d_s), dtype=np.float32)
-    for t in range(n_frames):
+    for t in _frames(n_frames, bundle_path, progress):
         (s,) = bundle.dynamics.run(None, {"s": s, "u": u})
         (decoded,) = bundle.reconstruction.run(None, {"s": s, "xi": xi})  # (n, P, C)
         prediction = decoded.astype(np.float64) * norm.state_std + norm.state_mean
@@ -162,7 +172,7 @@ def score_bundle(
     return errors.score(bundle_path, "ldensf", data_path, split, float(manifest.time_per_step_s))
 
 
-def _score_vae(bundle_path: Path, data_path: Path, split: str, threads: int) -> BundleScore:
+def _score_vae(bundle_path: Path, data_path: Path, split: str, threads: int, progress: bool) -> BundleScore:
     from training.experiments.paper.config import ConfigError
     from training.experiments.paper.networks import VAEModel
 
@@ -177,7 +187,7 @@ def _score_vae(bundle_path: Path, data_path: Path, split: str, threads: int) -> 
     n_frames = int(ds.sizes["time"])
     channels = [str(c) for c in ds["channel"].values]
     errors = _FieldErrors(channels, paper_units(problem, norm), index.size, n_frames)
-    for t in range(n_frames):
+    for t in _frames(n_frames, bundle_path, progress):
         frame = ds["state"].isel(trajectory=index, time=t).values.astype(np.float64)  # (n, C, y, x)
         decoded = vae.net_to_state(vae.decode(vae.encode_state(vae.state_to_net(frame))))
         prediction = decoded.reshape(index.size, n_channels, -1).transpose(0, 2, 1)
