@@ -3,6 +3,7 @@ the dynamics untouched, resume must continue, and configs must reject bad keys a
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import replace
@@ -17,6 +18,7 @@ from training.config import ConfigError, from_dict, load_toml
 from training.data import FieldSplit, Normalisation
 from training.encoder_training import EncoderTrainConfig, sensor_indices, train_encoder
 from training.ldnet_training import LDNetArchitecture, LDNetTask, LDNetTrainConfig, build_ldnet, train_ldnet
+from training.run_config import CONFIG_DIR, load_run_config
 from training.trainer import OptimConfig, read_metrics
 
 N_GRID = 8
@@ -173,6 +175,29 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path: Path) -> None:
     good.write_text("points_per_frame = 100\n[model]\nlatent_dim = 4\n[joint]\nepochs = 3\n")
     cfg = load_toml(good, LDNetTrainConfig)
     assert cfg.model.latent_dim == 4 and cfg.joint.epochs == 3 and math.isclose(cfg.joint.lr, 1e-3)
+
+
+PREFIX_PROBLEM = {"sw": "shallow-water", "kf": "kolmogorov", "ssw": "spherical-sw"}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_strictly(path: Path) -> None:
+    """A typo in a shipped config must fail here, not an hour into a training run."""
+    config = load_run_config(path)
+    assert config.problem == PREFIX_PROBLEM[path.stem.split("_")[0]]
+
+
+@pytest.mark.parametrize(("bundle", "config"), [("sw", "sw_cpu.toml"), ("kf", "kf_cpu_long.toml")])
+def test_shipped_bundles_carry_the_networks_of_their_documented_config(bundle: str, config: str) -> None:
+    import json
+
+    bundles = Path(__file__).parents[2] / "models" / "bundles"
+    manifest = json.loads((bundles / bundle / "manifest.json").read_text())
+    model = dataclasses.asdict(load_run_config(CONFIG_DIR / config).ldnet.model)
+    shipped = manifest["networks"]["ldnet"]
+    common = [key for key in model if key in shipped]
+    assert len(common) >= 8, common
+    assert {key: shipped[key] for key in common} == {key: model[key] for key in common}
 
 
 def test_calibration_table_interpolates_between_levels_and_measures_noise(tmp_path: Path) -> None:
