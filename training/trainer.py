@@ -9,6 +9,7 @@ validation metrics; the loop is the same for all of them.
 from __future__ import annotations
 
 import json
+import math
 import random
 import warnings
 from collections.abc import Iterable, Iterator
@@ -109,6 +110,30 @@ def learning_rate_schedule(
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.step_lr_size, gamma=optim.step_lr_gamma)
 
 
+def optimizer_step(
+    task: Task,
+    batch: Any,
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    grad_clip: float,
+    use_bf16: bool,
+    device_type: str,
+) -> float:
+    """One step on one batch: loss (under bf16 autocast if asked), backward, gradient all-reduce,
+    clipping, update. Returns the loss; a non-finite loss leaves the weights untouched."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
+        loss = task.loss(batch).float()
+    if not torch.isfinite(loss):
+        return float(loss.item())
+    loss.backward()
+    distributed.average_gradients(params)
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return float(loss.item())
+
+
 def fit(
     task: Task,
     optim: OptimConfig,
@@ -174,20 +199,13 @@ def fit(
         # the gradient all-reduces in step
         usable = len(batches) - len(batches) % size if len(batches) >= size else len(batches)
         for batch in batches[my_rank:usable:size]:
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = task.loss(batch).float()
-            if not torch.isfinite(loss):
+            loss = optimizer_step(task, batch, optimizer, params, optim.grad_clip, use_bf16, device_type)
+            if not math.isfinite(loss):
                 raise FloatingPointError(
-                    f"{task.kind}:{stage} epoch {epoch + 1}: the loss became {loss.item()}; "
+                    f"{task.kind}:{stage} epoch {epoch + 1}: the loss became {loss}; "
                     "lower the learning rate or check the data"
                 )
-            loss.backward()
-            distributed.average_gradients(params)
-            if optim.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, optim.grad_clip)
-            optimizer.step()
-            total += loss.item()
+            total += loss
             count += 1
         scheduler.step()
         task.model.eval()

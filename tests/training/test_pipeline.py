@@ -133,3 +133,47 @@ def test_bundle_score_of_a_vae_export_agrees_with_torch(tiny_run: dict[str, Path
     pooled = float(((prediction - truth).pow(2).sum() / truth.pow(2).sum()).sqrt())
     assert score["pooled_rel_rmse"] == pytest.approx(pooled, rel=1e-4)
     assert np.isfinite(score["paper_rel_rmse"]) and score["paper_rel_rmse"] < score["pooled_rel_rmse"]
+
+
+def test_bench_train_projects_the_schedule_of_a_config(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    import math
+
+    import numpy as np
+    import xarray as xr
+
+    out = tmp_path / "timing.json"
+    code, text = invoke(
+        "bench",
+        "train",
+        "--config",
+        tiny_run["config"],
+        "--data",
+        tiny_run["data"],
+        "--steps",
+        "2",
+        "--json",
+        out,
+    )
+    assert code == 0, text
+    assert "projected" in text and "total" in text
+    record = json.loads(out.read_text())
+    with xr.open_zarr(tiny_run["data"]) as ds:
+        n_train = int((np.asarray(ds["split"].values).astype(str) == "train").sum())
+    assert [s["stage"] for s in record["stages"]] == ["joint", "reconstruction"]
+    assert [s["epochs"] for s in record["stages"]] == [2, 1]  # TINY_CONFIG
+    for stage in record["stages"]:
+        assert stage["steps_per_epoch"] == math.ceil(n_train / 2)
+        assert stage["step_s"] > 0 and stage["validation_s"] > 0
+        expected = stage["epochs"] * (stage["steps_per_epoch"] * stage["step_s"] + stage["validation_s"])
+        assert stage["projected_s"] == pytest.approx(expected)
+    assert record["projected_s"] == pytest.approx(sum(s["projected_s"] for s in record["stages"]))
+    assert record["parameters"] > 0
+
+
+def test_bench_train_explains_a_config_of_another_problem(tiny_run: dict[str, Path]) -> None:
+    from training.run_config import CONFIG_DIR
+
+    config = CONFIG_DIR / "kf_cpu.toml"
+    code, text = invoke("bench", "train", "--config", config, "--data", tiny_run["data"], "--steps", "1")
+    assert code == 2
+    assert "'kolmogorov'" in text and "shallow-water" in text
