@@ -59,7 +59,7 @@ def bench_train_command(
             _hours(stage.total_s),
         )
     table.add_row("total", "", "", "", "", "", _hours(timing.total_s))
-    Console().print(table)
+    Console(width=110).print(table)
     if json_out is not None:
         record = {
             "config": str(config),
