@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from training.encoder_training import (
 from training.field_metrics import paper_units
 from training.ldnet_training import LDNetTask, train_ldnet
 from training.run_config import RunConfig, load_run_config
+from training.step_memory import ldnet_step_shortfall
 from training.trainer import plot_loss_curve
 
 
@@ -96,11 +98,14 @@ def normalisation_payload(norm: Normalisation, n_sensors: int) -> dict[str, list
     return payload
 
 
-def _prepare_out(out_dir: Path, resume: bool, overwrite: bool) -> None:
+def _refuse_clobber(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if (out_dir / "checkpoint.pt").exists() and not (resume or overwrite):
         raise PipelineError(
             f"{out_dir} already holds a checkpoint; pass --resume to continue it or --overwrite"
         )
+
+
+def _clear_for_overwrite(out_dir: Path, overwrite: bool) -> None:
     if overwrite and out_dir.exists() and distributed.is_main():
         shutil.rmtree(out_dir)
     distributed.barrier()
@@ -142,16 +147,30 @@ def prepare_training(
     overwrite: bool,
     device: str,
     norm: Normalisation | None = None,
+    preflight: Callable[[TrainingInputs], None] | None = None,
 ) -> TrainingInputs:
-    """Config, dataset (validated), ``run_dir/kind`` (checked), normalisation and the three splits."""
+    """Config, dataset (validated), ``run_dir/kind`` (checked), normalisation and the three splits.
+    ``preflight`` may refuse the run (PipelineError) before ``--overwrite`` clears the old one."""
     config = load_run_config(config_path)
     device = distributed.init_from_environment(device)
     ds = open_training_dataset(data_path, config)
     out_dir = run_dir / kind
-    _prepare_out(out_dir, resume, overwrite)
+    _refuse_clobber(out_dir, resume, overwrite)
     norm = norm or normalisation_from_dataset(ds)
     train, val, test = (load_split(ds, s, norm).to(device) for s in ("train", "val", "test"))
-    return TrainingInputs(config, ds, out_dir, norm, train, val, test, device)
+    inputs = TrainingInputs(config, ds, out_dir, norm, train, val, test, device)
+    if preflight is not None:
+        preflight(inputs)
+    _clear_for_overwrite(out_dir, overwrite)
+    return inputs
+
+
+def _ldnet_step_fits(inputs: TrainingInputs) -> None:
+    _, shortfall = ldnet_step_shortfall(
+        inputs.config.ldnet, inputs.train, inputs.val, inputs.norm, inputs.device
+    )
+    if shortfall is not None:
+        raise PipelineError(f"{shortfall} (nothing was written)")
 
 
 def run_extra(inputs: TrainingInputs, data_path: Path, sensors_per_side: int) -> dict[str, Any]:
@@ -169,7 +188,14 @@ def run_train_ldnet(
     config_path: Path, data_path: Path, run_dir: Path, *, resume: bool, overwrite: bool, device: str
 ) -> dict[str, float]:
     inputs = prepare_training(
-        "ldnet", config_path, data_path, run_dir, resume=resume, overwrite=overwrite, device=device
+        "ldnet",
+        config_path,
+        data_path,
+        run_dir,
+        resume=resume,
+        overwrite=overwrite,
+        device=device,
+        preflight=_ldnet_step_fits,
     )
     config = inputs.config
     extra = {**run_extra(inputs, data_path, config.encoder.sensors_per_side), "config_file": str(config_path)}

@@ -17,8 +17,9 @@ import torch
 
 from training.data import load_split, normalisation_from_dataset
 from training.ldnet_training import LDNetTask, build_ldnet
-from training.pipeline import open_training_dataset
+from training.pipeline import PipelineError, open_training_dataset
 from training.run_config import load_run_config
+from training.step_memory import ldnet_step_shortfall
 from training.trainer import OptimConfig, autocast_bf16, optimizer_step
 
 
@@ -46,6 +47,7 @@ class ScheduleTiming:
     device: str
     threads: int
     parameters: int
+    step_saved_bytes: int  # saved for backward by one joint step (training/step_memory.py)
     stages: tuple[StageTiming, ...]
 
     @property
@@ -69,6 +71,10 @@ def time_ldnet_schedule(
     norm = normalisation_from_dataset(ds)
     train, val = (load_split(ds, split, norm).to(device) for split in ("train", "val"))
     ldnet = config.ldnet
+    progress("joint: memory of one step")
+    saved, shortfall = ldnet_step_shortfall(ldnet, train, val, norm, device)
+    if shortfall is not None:
+        raise PipelineError(shortfall)
     model = build_ldnet(ldnet.model, train, ldnet.seed).to(device)
     steps_per_epoch = math.ceil(train.n_traj / ldnet.batch_size)
     stages = []
@@ -84,6 +90,7 @@ def time_ldnet_schedule(
         device,
         torch.get_num_threads(),
         sum(p.numel() for p in model.parameters()),
+        saved,
         tuple(stages),
     )
 

@@ -44,7 +44,8 @@ def bench_train_command(
         raise typer.Exit(code=2) from None
     table = Table(
         title=f"LDNet schedule of {config} on {device}, {timing.threads} thread(s), "
-        f"{timing.parameters:,} weights ({steps} timed steps per stage)"
+        f"{timing.parameters:,} weights ({steps} timed steps per stage); one joint step keeps "
+        f"{timing.step_saved_bytes / 2**30:.2f} GiB for its backward pass"
     )
     for column in ("stage", "epochs", "steps/epoch", "step", "validation", "epoch", "projected"):
         table.add_column(column, justify="left" if column == "stage" else "right")
@@ -66,6 +67,7 @@ def bench_train_command(
             "device": timing.device,
             "threads": timing.threads,
             "parameters": timing.parameters,
+            "step_saved_bytes": timing.step_saved_bytes,
             "timed_steps": steps,
             "stages": [
                 {

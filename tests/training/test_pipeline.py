@@ -177,3 +177,20 @@ def test_bench_train_explains_a_config_of_another_problem(tiny_run: dict[str, Pa
     code, text = invoke("bench", "train", "--config", config, "--data", tiny_run["data"], "--steps", "1")
     assert code == 2
     assert "'kolmogorov'" in text and "shallow-water" in text
+
+
+def test_a_step_too_large_for_the_free_memory_is_refused_before_anything_is_lost(
+    tiny_run: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.step_memory as step_memory
+
+    data, config, run = tiny_run["data"], tiny_run["config"], tiny_run["run"]
+    checkpoint = run / "ldnet" / "checkpoint.pt"
+    before = checkpoint.read_bytes()
+    monkeypatch.setattr(step_memory, "free_memory_bytes", lambda device: 1024)
+    code, out = invoke("train", "ldnet", "--config", config, "--data", data, "--out", run, "--overwrite")
+    assert code == 2, out
+    assert "for its backward pass" in out and "points_per_frame" in out and "nothing was written" in out
+    assert checkpoint.read_bytes() == before  # --overwrite did not clear the old run
+    code, out = invoke("bench", "train", "--config", config, "--data", data, "--steps", "1")
+    assert code == 2 and "for its backward pass" in out
