@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -34,6 +35,7 @@ def bench_train_command(
     from training.config import ConfigError
     from training.pipeline import PipelineError
     from training.schedule_timing import time_ldnet_schedule
+    from training.step_memory import gib
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise typer.BadParameter(f"--device {device}: this machine has no CUDA device; use --device cpu")
@@ -45,7 +47,7 @@ def bench_train_command(
     table = Table(
         title=f"LDNet schedule of {config} on {device}, {timing.threads} thread(s), "
         f"{timing.parameters:,} weights ({steps} timed steps per stage); one joint step keeps "
-        f"{timing.step_saved_bytes / 2**30:.2f} GiB for its backward pass"
+        f"{gib(timing.step_saved_bytes)} for its backward pass"
     )
     for column in ("stage", "epochs", "steps/epoch", "step", "validation", "epoch", "projected"):
         table.add_column(column, justify="left" if column == "stage" else "right")
@@ -62,26 +64,12 @@ def bench_train_command(
     table.add_row("total", "", "", "", "", "", _hours(timing.total_s))
     Console(width=110).print(table)
     if json_out is not None:
+        stages = [{**asdict(s), "epoch_s": s.epoch_s, "projected_s": s.total_s} for s in timing.stages]
         record = {
+            **asdict(timing),
             "config": str(config),
-            "device": timing.device,
-            "threads": timing.threads,
-            "parameters": timing.parameters,
-            "step_saved_bytes": timing.step_saved_bytes,
             "timed_steps": steps,
-            "stages": [
-                {
-                    "stage": s.stage,
-                    "epochs": s.epochs,
-                    "steps_per_epoch": s.steps_per_epoch,
-                    "step_s": s.step_s,
-                    "validation_s": s.validation_s,
-                    "epoch_s": s.epoch_s,
-                    "projected_s": s.total_s,
-                    "bf16": s.bf16,
-                }
-                for s in timing.stages
-            ],
+            "stages": stages,
             "projected_s": timing.total_s,
         }
         json_out.write_text(json.dumps(record, indent=2) + "\n")
