@@ -44,6 +44,7 @@ from torch import Tensor
 
 from filters._ensemble import check_inputs
 from filters._random import Generators, standard_normal
+from filters.ensf_closed import ScheduleKey, clip_cannot_bind, closed_form_sample, coefficients
 from filters.inflation import multiplicative_inflation, relax_to_prior_spread
 from filters.likelihood import Likelihood
 
@@ -68,6 +69,10 @@ class EnSFConfig:
     param_dims: tuple[int, ...] = ()  # state dimensions that are parameters u
     param_random_walk: float = 0.0  # std of the random walk added to param_dims before the update
     standardise_terminal_noise: bool = False  # centre/normalise x_T over members (reference notebook)
+    # "stepped": the Euler–Maruyama chain; "closed": its closed-form law (paired score, diagonal
+    # linear-Gaussian likelihood; ignores the clip); "auto": closed form for the problems where the clip
+    # provably cannot bind, stepping for the rest (filters.ensf_closed).
+    sampler: Literal["auto", "stepped", "closed"] = "auto"
 
     def __post_init__(self) -> None:
         if self.n_steps < 1:
@@ -90,6 +95,10 @@ class EnSFConfig:
             raise ValueError(f"rtps must be in [0, 1] (got {self.rtps})")
         if self.param_random_walk < 0:
             raise ValueError(f"param_random_walk must be >= 0 (got {self.param_random_walk})")
+        if self.sampler not in ("auto", "stepped", "closed"):
+            raise ValueError(f"sampler must be 'auto', 'stepped' or 'closed' (got {self.sampler!r})")
+        if self.sampler == "closed" and self.prior_score != "paired":
+            raise ValueError("sampler='closed' needs prior_score='paired' (the mixture score is not linear)")
         if len(set(self.param_dims)) != len(self.param_dims) or any(i < 0 for i in self.param_dims):
             raise ValueError(f"param_dims must be distinct non-negative indices (got {self.param_dims})")
 
@@ -156,12 +165,20 @@ def ensf_update(
     """
     b, n, d = check_inputs(prior, likelihood, generator)
     k_steps = config.n_steps
-    if noise is not None:
-        if noise.shape != (b, k_steps + 1, n, d):
-            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected {(b, k_steps + 1, n, d)}")
-        noise = noise.to(dtype=prior.dtype, device=prior.device)
     if config.param_dims and max(config.param_dims) >= d:
         raise ValueError(f"param_dims {config.param_dims} out of range for d = {d}")
+    diagonal = likelihood.diagonal_form(d) if config.prior_score == "paired" else None
+    if config.sampler == "closed" and diagonal is None:
+        raise ValueError(
+            "sampler='closed' needs a diagonal linear-Gaussian likelihood (H = identity or an index"
+            " selection); use sampler='stepped' or 'auto' for any other"
+        )
+    closed_noise = config.sampler == "closed"
+    expect = (b, 2 if closed_noise else k_steps + 1, n, d)
+    if noise is not None:
+        if noise.shape != expect:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected {expect}")
+        noise = noise.to(dtype=prior.dtype, device=prior.device)
 
     x0 = multiplicative_inflation(prior, config.inflation)
     if config.param_dims and config.param_random_walk > 0:
@@ -185,25 +202,87 @@ def ensf_update(
         mean, sd = 0.0, 1.0
     x0z = (x0 - mean) / sd
 
-    bulk = noise is not None or (k_steps + 1) * n * d <= BULK_NOISE_LIMIT
-    if noise is None and bulk:
-        noise = standard_normal(generator, b, (k_steps + 1, n, d), prior)
-    z = noise[:, 0].clone() if noise is not None else standard_normal(generator, b, (n, d), prior)
-    if config.standardise_terminal_noise:
-        z = (z - z.mean(dim=1, keepdim=True)) / z.std(dim=1, keepdim=True)
-
-    sched = schedule(config)
-    diagonal = likelihood.diagonal_form(d) if config.prior_score == "paired" else None
-    if diagonal is not None and noise is not None:
-        p, ybar = diagonal
-        p_z = p * (sd * sd)
-        ybar_z = (ybar - mean) / sd
-        z = _paired_diagonal_loop(z, x0z, p_z, ybar_z, noise[:, 1:], sched, config.clip)
+    diagonal_z = None if diagonal is None else (diagonal[0] * (sd * sd), (diagonal[1] - mean) / sd)
+    if diagonal_z is not None and config.sampler != "stepped" and (noise is None or closed_noise):
+        z = _closed_or_stepped(x0z, *diagonal_z, generator, noise, config)
     else:
-        z = _general_loop(z, x0z, likelihood, mean, sd, noise, generator, sched, config)
-
+        z = _stepped(x0z, _score_in_z(likelihood, mean, sd), diagonal_z, generator, noise, config)
     analysis = mean + sd * z
     return relax_to_prior_spread(analysis, prior, config.rtps)
+
+
+def _terminal(noise: Tensor, config: EnSFConfig) -> Tensor:
+    z = noise.clone()
+    if config.standardise_terminal_noise:
+        z = (z - z.mean(dim=1, keepdim=True)) / z.std(dim=1, keepdim=True)
+    return z
+
+
+def _stepped(
+    x0z: Tensor,
+    likelihood_score: Callable[[Tensor], Tensor],
+    diagonal: tuple[Tensor, Tensor] | None,
+    generator: Generators | None,
+    noise: Tensor | None,
+    config: EnSFConfig,
+) -> Tensor:
+    """The Euler–Maruyama chain in z coordinates (``diagonal``: (p, ybar) in z coordinates, for the
+    precomputed loop): (K + 1, N, d) normals per problem, xi_0 the terminal sample."""
+    b, n, d = x0z.shape
+    k_steps = config.n_steps
+    bulk = noise is not None or (k_steps + 1) * n * d <= BULK_NOISE_LIMIT
+    if noise is None and bulk:
+        noise = standard_normal(generator, b, (k_steps + 1, n, d), x0z)
+    z = _terminal(noise[:, 0] if noise is not None else standard_normal(generator, b, (n, d), x0z), config)
+    sched = schedule(config)
+    if diagonal is not None and noise is not None:
+        return _paired_diagonal_loop(z, x0z, *diagonal, noise[:, 1:], sched, config.clip)
+    return _general_loop(z, x0z, likelihood_score, noise, generator, sched, config)
+
+
+def _closed_or_stepped(
+    x0z: Tensor,
+    p: Tensor,
+    ybar: Tensor,
+    generator: Generators | None,
+    noise: Tensor | None,
+    config: EnSFConfig,
+) -> Tensor:
+    """Paired score, diagonal likelihood p (ybar - z) in z coordinates: the closed form
+    (filters.ensf_closed) for every problem under ``sampler="closed"``, and under ``"auto"`` for the
+    problems whose clip provably cannot bind; the others step. Each problem draws (2, N, d) normals
+    (z_0, xi) in the closed form, (K + 1, N, d) when stepping; closed problems draw first."""
+    b, n, d = x0z.shape
+    key = ScheduleKey(config.n_steps, config.eps_a, config.eps_b, config.damping)
+    coef = coefficients(key, p)
+    if config.sampler == "closed":
+        closed = torch.ones(b, dtype=torch.bool)
+    else:
+        closed = clip_cannot_bind(coef, x0z, p, ybar, config.clip).cpu()
+    if bool(closed.all()):
+        xi = noise if noise is not None else standard_normal(generator, b, (2, n, d), x0z)
+        return closed_form_sample(coef, _terminal(xi[:, 0], config), x0z, p, ybar, xi[:, 1])
+    if not bool(closed.any()):
+        return _stepped(x0z, _diagonal_score(p, ybar), (p, ybar), generator, None, config)
+    idx_c = closed.nonzero().flatten().tolist()
+    idx_s = (~closed).nonzero().flatten().tolist()
+    z = torch.empty_like(x0z)
+    for idx, is_closed in ((idx_c, True), (idx_s, False)):
+        gens = _subset(generator, idx)
+        rows = torch.tensor(idx, device=x0z.device)
+        xs, ps, ys = x0z[rows], p[rows], ybar[rows]
+        if is_closed:
+            xi = standard_normal(gens, len(idx), (2, n, d), x0z)
+            z[rows] = closed_form_sample(coef[:, rows], _terminal(xi[:, 0], config), xs, ps, ys, xi[:, 1])
+        else:
+            z[rows] = _stepped(xs, _diagonal_score(ps, ys), (ps, ys), gens, None, config)
+    return z
+
+
+def _subset(generator: Generators | None, idx: list[int]) -> Generators | None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    return [generator[i] for i in idx]
 
 
 def _paired_diagonal_loop(
@@ -276,29 +355,36 @@ def reverse_sde(
 def _general_loop(
     z: Tensor,
     x0z: Tensor,
-    likelihood: Likelihood,
-    mean: Tensor | float,
-    sd: Tensor | float,
+    likelihood_score: Callable[[Tensor], Tensor],
     noise: Tensor | None,
     generator: Generators | None,
     sched: Schedule,
     config: EnSFConfig,
 ) -> Tensor:
-    """The SDE for any likelihood (score evaluated in physical units) and either prior score."""
+    """The SDE for any likelihood score (in z coordinates) and either prior score."""
     prior_score = paired_prior_score if config.prior_score == "paired" else mixture_prior_score
-    identity = config.standardise == "none"
 
     def posterior_score(x: Tensor, k: int) -> Tensor:
         score = prior_score(x, x0z, sched.alpha[k], sched.beta2[k])
         h = sched.damping[k]
         if h != 0.0:  # h(1) = 0 with damping: skip the (possibly autograd) likelihood at t = 1
-            if identity:  # no copies of x for the plain coordinates (d = 1e6)
-                score.add_(likelihood.score(x), alpha=h)
-            else:
-                score.add_(likelihood.score(mean + sd * x) * sd, alpha=h)
+            score.add_(likelihood_score(x), alpha=h)
         return score
 
     return reverse_sde(z, posterior_score, config, None if noise is None else noise[:, 1:], generator)
+
+
+def _score_in_z(
+    likelihood: Likelihood, mean: Tensor | float, sd: Tensor | float
+) -> Callable[[Tensor], Tensor]:
+    """z -> sd * grad_x log p(y | mean + sd z): the likelihood score in standardised coordinates."""
+    if not isinstance(mean, Tensor) and not isinstance(sd, Tensor) and mean == 0.0 and sd == 1.0:
+        return likelihood.score  # no copies of x for the plain coordinates (d = 1e6)
+    return lambda z: likelihood.score(mean + sd * z) * sd
+
+
+def _diagonal_score(p: Tensor, ybar: Tensor) -> Callable[[Tensor], Tensor]:
+    return lambda z: p * (ybar - z)
 
 
 class EnSF:
