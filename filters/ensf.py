@@ -52,6 +52,9 @@ from filters.likelihood import Likelihood
 BULK_NOISE_LIMIT = 1 << 22
 
 
+Sampler = Literal["auto", "stepped", "closed"]
+
+
 @dataclass(frozen=True)
 class EnSFConfig:
     """Hyperparameters of one EnSF analysis (names follow DESIGN.md section 4)."""
@@ -72,7 +75,7 @@ class EnSFConfig:
     # "stepped": the Euler–Maruyama chain; "closed": its closed-form law (paired score, diagonal
     # linear-Gaussian likelihood; ignores the clip); "auto": closed form for the problems where the clip
     # provably cannot bind, stepping for the rest (filters.ensf_closed).
-    sampler: Literal["auto", "stepped", "closed"] = "auto"
+    sampler: Sampler = "auto"
 
     def __post_init__(self) -> None:
         if self.n_steps < 1:
@@ -255,13 +258,10 @@ def _closed_or_stepped(
     b, n, d = x0z.shape
     key = ScheduleKey(config.n_steps, config.eps_a, config.eps_b, config.damping)
     coef = coefficients(key, p)
-    if config.sampler == "closed":
-        closed = torch.ones(b, dtype=torch.bool)
-    else:
-        closed = clip_cannot_bind(coef, x0z, p, ybar, config.clip).cpu()
-    if bool(closed.all()):
+    closed = None if config.sampler == "closed" else clip_cannot_bind(coef, x0z, ybar, config.clip).cpu()
+    if closed is None or bool(closed.all()):
         xi = noise if noise is not None else standard_normal(generator, b, (2, n, d), x0z)
-        return closed_form_sample(coef, _terminal(xi[:, 0], config), x0z, p, ybar, xi[:, 1])
+        return closed_form_sample(coef, _terminal(xi[:, 0], config), x0z, ybar, xi[:, 1])
     if not bool(closed.any()):
         return _stepped(x0z, _diagonal_score(p, ybar), (p, ybar), generator, None, config)
     idx_c = closed.nonzero().flatten().tolist()
@@ -273,7 +273,7 @@ def _closed_or_stepped(
         xs, ps, ys = x0z[rows], p[rows], ybar[rows]
         if is_closed:
             xi = standard_normal(gens, len(idx), (2, n, d), x0z)
-            z[rows] = closed_form_sample(coef[:, rows], _terminal(xi[:, 0], config), xs, ps, ys, xi[:, 1])
+            z[rows] = closed_form_sample(coef[:, rows], _terminal(xi[:, 0], config), xs, ys, xi[:, 1])
         else:
             z[rows] = _stepped(xs, _diagonal_score(ps, ys), (ps, ys), gens, None, config)
     return z

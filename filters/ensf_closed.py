@@ -40,8 +40,9 @@ from torch import Tensor
 
 # Standard deviations of margin in the clip check (2 Phi(-8) ~ 1.2e-15 per element and step).
 CLIP_SIGMAS = 8.0
-# Cached coefficient rows (one per schedule and distinct precision row).
+# Cached coefficient rows (one per schedule and distinct precision row) and whole batches.
 CACHE_ROWS = 4096
+CACHE_BATCHES = 64
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,15 @@ class ScheduleKey:
     damping: bool
 
 
-# Order of the per-row coefficients: A, C, E, sqrt(V), max|u|, max|w|, max q.
+# Order of the per-row coefficients: A, C, E p, sqrt(V), max|u|, max|w| p, CLIP_SIGMAS max q (inf where
+# the unclipped chain overflows).
 N_COEFFICIENTS = 7
 _cache: OrderedDict[tuple[ScheduleKey, bytes], np.ndarray] = OrderedDict()
+_batch_cache: OrderedDict[tuple[object, ...], Tensor] = OrderedDict()
 
 
 def _coefficient_rows(key: ScheduleKey, p: np.ndarray) -> np.ndarray:
-    """(7, U, d) float64 coefficients for precision rows p (U, d), by the K-step recurrences."""
+    """(7, U, d) float64 coefficients for precision rows p (U, d) >= 0, by the K-step recurrences."""
     from filters.ensf import EnSFConfig, schedule
 
     sched = schedule(EnSFConfig(n_steps=key.n_steps, eps_a=key.eps_a, eps_b=key.eps_b, damping=key.damping))
@@ -87,19 +90,33 @@ def _coefficient_rows(key: ScheduleKey, p: np.ndarray) -> np.ndarray:
             c_pre = a * c_pre + dg * prior_gain
             e_pre = a * e_pre + dg * h
             v_pre = a * a * v_pre + dg
-    return np.stack([a_pre, c_pre, e_pre, np.sqrt(v_pre), u_max, w_max, q_max])
+    finite = np.isfinite(a_pre) & np.isfinite(c_pre) & np.isfinite(e_pre) & np.isfinite(v_pre)
+    margin = np.where(finite, CLIP_SIGMAS * q_max, np.inf)  # an overflowing product: the chain explodes
+    return np.stack([a_pre, c_pre, e_pre * p, np.sqrt(v_pre), u_max, w_max * p, margin])
 
 
 def coefficients(key: ScheduleKey, p: Tensor) -> Tensor:
     """(7, B, 1, d) coefficients for the precisions p (B, 1, d), in p's dtype and device.
 
-    Distinct rows of p are computed once and cached (LRU of CACHE_ROWS rows), so a batch of sessions at
-    a few noise levels costs a few dictionary look-ups.
+    Two caches: whole batches (the same p again: one dictionary look-up) and distinct rows of p (LRU of
+    CACHE_ROWS rows), so a new batch of sessions at a few noise levels costs a few look-ups.
     """
     b, _, d = p.shape
     rows = p.detach().reshape(b, d).to(device="cpu", dtype=torch.float64).numpy()
+    batch_key = (key, b, d, rows.tobytes(), p.dtype, p.device)
+    table = _batch_cache.get(batch_key)
+    if table is None:
+        table = _from_rows(key, rows).to(dtype=p.dtype, device=p.device).unsqueeze(2)
+        _batch_cache[batch_key] = table
+        if len(_batch_cache) > CACHE_BATCHES:
+            _batch_cache.popitem(last=False)
+    return table
+
+
+def _from_rows(key: ScheduleKey, rows: np.ndarray) -> Tensor:
+    """(7, B, d) float64 coefficients of the rows (B, d), each distinct row computed once."""
     unique, inverse = np.unique(rows, axis=0, return_inverse=True)
-    out = np.empty((N_COEFFICIENTS, unique.shape[0], d))
+    out = np.empty((N_COEFFICIENTS, unique.shape[0], rows.shape[1]))
     missing = []
     for i, row in enumerate(unique):
         hit = _cache.get((key, row.tobytes()))
@@ -115,21 +132,19 @@ def coefficients(key: ScheduleKey, p: Tensor) -> Tensor:
             _cache[(key, unique[i].tobytes())] = computed[:, j].copy()
         while len(_cache) > CACHE_ROWS:
             _cache.popitem(last=False)
-    table = torch.from_numpy(out[:, inverse.reshape(-1)]).to(dtype=p.dtype, device=p.device)
-    return table.unsqueeze(2)  # (7, B, 1, d)
+    return torch.from_numpy(out[:, inverse.reshape(-1)])
 
 
-def clip_cannot_bind(coef: Tensor, x0z: Tensor, p: Tensor, ybar: Tensor, clip: float) -> Tensor:
+def clip_cannot_bind(coef: Tensor, x0z: Tensor, ybar: Tensor, clip: float) -> Tensor:
     """(B,) bool: the clip provably (to CLIP_SIGMAS standard deviations) never binds for problem b."""
     if not math.isfinite(clip):
         return torch.ones(x0z.shape[0], dtype=torch.bool, device=x0z.device)
-    bound = coef[4] * x0z.abs().amax(dim=1, keepdim=True) + coef[5] * (p * ybar).abs() + CLIP_SIGMAS * coef[6]
-    finite = torch.isfinite(coef[:4]).all(dim=0)  # an overflowing product: the chain explodes
-    return ((bound <= clip) & finite).flatten(1).all(dim=1)
+    bound = torch.addcmul(coef[6], coef[5], ybar.abs()).addcmul_(coef[4], x0z.abs().amax(dim=1, keepdim=True))
+    return (bound <= clip).flatten(1).all(dim=1)
 
 
-def closed_form_sample(coef: Tensor, z0: Tensor, x0z: Tensor, p: Tensor, ybar: Tensor, xi: Tensor) -> Tensor:
-    """z_K = A z0 + C X0 + E p ybar + sqrt(V) xi: (B, N, d); coef (7, B, 1, d), p and ybar (B, 1, d)."""
-    z = torch.addcmul(coef[2] * p * ybar, coef[1], x0z)
+def closed_form_sample(coef: Tensor, z0: Tensor, x0z: Tensor, ybar: Tensor, xi: Tensor) -> Tensor:
+    """z_K = A z0 + C X0 + E p ybar + sqrt(V) xi: (B, N, d); coef (7, B, 1, d), ybar (B, 1, d)."""
+    z = torch.addcmul(coef[2] * ybar, coef[1], x0z)
     z.addcmul_(coef[0], z0)
     return z.addcmul_(coef[3], xi)

@@ -13,7 +13,7 @@ import torch
 from scipy.stats import ks_2samp
 
 import filters.ensf_closed as closed_module
-from filters.ensf import EnSFConfig, ensf_update
+from filters.ensf import EnSFConfig, Sampler, ensf_update
 from filters.ensf_closed import ScheduleKey, coefficients
 from filters.likelihood import DifferentiableGaussian, LinearGaussian
 
@@ -41,8 +41,7 @@ def test_coefficients_are_the_unclipped_chain_exactly() -> None:
     noise = torch.zeros(1, k + 1, k, 3, dtype=F64)
     noise[:, 0] = z0
     stepped = ensf_update(x0, lik, config, noise=noise)
-    p = SIGMA.reciprocal().square()
-    expected = coef[0] * z0 + coef[1] * x0 + coef[2] * p * obs.unsqueeze(1)
+    expected = coef[0] * z0 + coef[1] * x0 + coef[2] * obs.unsqueeze(1)
     torch.testing.assert_close(stepped, expected, rtol=1e-12, atol=1e-12)
     # Member n gets a unit kick at step n only, everything else zero: the output is S_n s_n.
     impulses = torch.zeros(1, k + 1, k, 3, dtype=F64)
@@ -68,13 +67,13 @@ CASES = {
 }
 
 
-def _law_samples(case: str, sampler: str, m: int, seed: int) -> torch.Tensor:
+def _law_samples(case: str, sampler: Sampler, m: int, seed: int) -> torch.Tensor:
     config, operator = CASES[case]
     x0, obs = _replicated(m, n=4 if config.standardise == "ensemble" else 2)
     lik = LinearGaussian(obs, SIGMA, operator)
     out = ensf_update(
         x0, lik, replace(config, sampler=sampler, clip=math.inf), torch.Generator().manual_seed(seed)
-    )  # type: ignore[arg-type]
+    )
     return out.flatten(1)  # (m, N d): every coordinate of every member
 
 
@@ -108,6 +107,7 @@ def test_the_law_test_fails_for_a_wrong_coefficient(
 
     monkeypatch.setattr(closed_module, "_coefficient_rows", perturbed)
     monkeypatch.setattr(closed_module, "_cache", type(closed_module._cache)())
+    monkeypatch.setattr(closed_module, "_batch_cache", type(closed_module._batch_cache)())
     m = 20000
     stepped = _law_samples("plain", "stepped", m, seed=1)
     closed = _law_samples("plain", "closed", m, seed=2)
@@ -123,10 +123,11 @@ def test_moments_match_the_analytic_gaussian() -> None:
     lik = LinearGaussian(obs, SIGMA)
     p = SIGMA.reciprocal().square().view(1, 1, 3)
     coef = coefficients(ScheduleKey(50, 0.5, 0.025, True), p)[:, 0]
-    mean = coef[1] * x0[0] + coef[2] * p[0] * obs[:1]
+    mean = coef[1] * x0[0] + coef[2] * obs[:1]
     var = (coef[0].square() + coef[3].square()).expand(2, 3)
-    for sampler, seed in (("stepped", 5), ("closed", 6)):
-        out = ensf_update(x0, lik, replace(config, sampler=sampler), torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+    runs: list[tuple[Sampler, int]] = [("stepped", 5), ("closed", 6)]
+    for sampler, seed in runs:
+        out = ensf_update(x0, lik, replace(config, sampler=sampler), torch.Generator().manual_seed(seed))
         se_mean = (var / m).sqrt()
         assert ((out.mean(0) - mean).abs() < 4.5 * se_mean).all(), sampler
         se_var = var * math.sqrt(2 / (m - 1))
@@ -142,14 +143,15 @@ def test_clip_check_separates_the_regimes() -> None:
     prior = 0.5 * torch.randn(3, 20, 12, generator=g)
     obs = 0.5 * torch.randn(3, 12, generator=g)
     latent = EnSFConfig(n_steps=100, eps_a=0.5, eps_b=0.0, standardise="scale", scale=100.0)
-    for sigma, twin in ((1.5e-4, "stepped"), (1.0, "closed")):
+    twins: list[tuple[float, Sampler]] = [(1.5e-4, "stepped"), (1.0, "closed")]
+    for sigma, twin in twins:
         lik = LinearGaussian(obs, sigma)
         auto = ensf_update(prior, lik, latent, [torch.Generator().manual_seed(i) for i in range(3)])
         other = ensf_update(
             prior,
             lik,
             replace(latent, sampler=twin),
-            [torch.Generator().manual_seed(i) for i in range(3)],  # type: ignore[arg-type]
+            [torch.Generator().manual_seed(i) for i in range(3)],
         )
         assert torch.equal(auto, other), sigma
 
@@ -163,12 +165,12 @@ def test_clip_check_is_sound_when_it_allows_the_closed_form() -> None:
     p = SIGMA.reciprocal().square().view(1, 1, 3).expand(500, 1, 3)
     coef = coefficients(ScheduleKey(50, 0.5, 0.025, True), p)
     ybar = obs.unsqueeze(1)
-    bound = float((coef[4] * x0.abs().amax(1, keepdim=True) + coef[5] * (p * ybar).abs() + 8 * coef[6]).max())
-    assert closed_module.clip_cannot_bind(coef, x0, p, ybar, bound * 1.001).all()
+    bound = float((coef[4] * x0.abs().amax(1, keepdim=True) + coef[5] * ybar.abs() + coef[6]).max())
+    assert closed_module.clip_cannot_bind(coef, x0, ybar, bound * 1.001).all()
     noise = torch.randn(500, 51, 2, 3, generator=torch.Generator().manual_seed(8), dtype=F64)
     free = ensf_update(x0, lik, replace(config, clip=math.inf), noise=noise)
     assert torch.equal(ensf_update(x0, lik, replace(config, clip=bound * 1.001), noise=noise), free)
-    assert not closed_module.clip_cannot_bind(coef, x0, p, ybar, bound * 0.5).any()
+    assert not closed_module.clip_cannot_bind(coef, x0, ybar, bound * 0.5).any()
 
 
 def test_auto_batched_equals_per_problem_calls_with_mixed_regimes() -> None:
