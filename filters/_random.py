@@ -17,21 +17,26 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-Generators = torch.Generator | Sequence[torch.Generator]
+from filters.counter_random import CounterStreams
+
+Generators = torch.Generator | Sequence[torch.Generator] | CounterStreams
 
 
 def check_generators(generator: Generators | None, batch: int) -> None:
     if generator is None or isinstance(generator, torch.Generator):
         return
     if len(generator) != batch:
+        what = "counter streams" if isinstance(generator, CounterStreams) else "generators"
         raise ValueError(
-            f"generator is a sequence of {len(generator)} generators; expected one per problem ({batch})"
+            f"generator is a sequence of {len(generator)} {what}; expected one per problem ({batch})"
         )
 
 
 def standard_normal(generator: Generators | None, batch: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
     """A (batch, *shape) tensor of N(0, 1) numbers with the dtype and device of ``like``."""
     check_generators(generator, batch)
+    if isinstance(generator, CounterStreams):
+        return generator.normal(shape, torch.float32, like.device).to(dtype=like.dtype)
     if generator is None or isinstance(generator, torch.Generator):
         device = generator.device if generator is not None else like.device
         z = torch.randn((batch, *shape), generator=generator, device=device, dtype=torch.float32)

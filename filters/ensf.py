@@ -44,6 +44,7 @@ from torch import Tensor
 
 from filters._ensemble import check_inputs
 from filters._random import Generators, standard_normal
+from filters.counter_random import CounterStreams
 from filters.ensf_closed import ScheduleKey, clip_cannot_bind, closed_form_sample, coefficients
 from filters.inflation import multiplicative_inflation, relax_to_prior_spread
 from filters.likelihood import Likelihood
@@ -282,6 +283,8 @@ def _closed_or_stepped(
 def _subset(generator: Generators | None, idx: list[int]) -> Generators | None:
     if generator is None or isinstance(generator, torch.Generator):
         return generator
+    if isinstance(generator, CounterStreams):
+        return generator.subset(idx)
     return [generator[i] for i in idx]
 
 
