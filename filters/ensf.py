@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from filters._ensemble import check_inputs
+from filters._mixture_loop import mixture_diagonal_loop
 from filters._random import Generators, standard_normal
 from filters.counter_random import CounterStreams
 from filters.ensf_closed import ScheduleKey, clip_cannot_bind, closed_form_sample, coefficients
@@ -171,7 +172,7 @@ def ensf_update(
     k_steps = config.n_steps
     if config.param_dims and max(config.param_dims) >= d:
         raise ValueError(f"param_dims {config.param_dims} out of range for d = {d}")
-    diagonal = likelihood.diagonal_form(d) if config.prior_score == "paired" else None
+    diagonal = likelihood.diagonal_form(d)
     if config.sampler == "closed" and diagonal is None:
         raise ValueError(
             "sampler='closed' needs a diagonal linear-Gaussian likelihood (H = identity or an index"
@@ -207,7 +208,8 @@ def ensf_update(
     x0z = (x0 - mean) / sd
 
     diagonal_z = None if diagonal is None else (diagonal[0] * (sd * sd), (diagonal[1] - mean) / sd)
-    if diagonal_z is not None and config.sampler != "stepped" and (noise is None or closed_noise):
+    paired = config.prior_score == "paired"
+    if paired and diagonal_z is not None and config.sampler != "stepped" and (noise is None or closed_noise):
         z = _closed_or_stepped(x0z, *diagonal_z, generator, noise, config)
     else:
         z = _stepped(x0z, _score_in_z(likelihood, mean, sd), diagonal_z, generator, noise, config)
@@ -231,7 +233,7 @@ def _stepped(
     config: EnSFConfig,
 ) -> Tensor:
     """The Euler–Maruyama chain in z coordinates (``diagonal``: (p, ybar) in z coordinates, for the
-    precomputed loop): (K + 1, N, d) normals per problem, xi_0 the terminal sample."""
+    precomputed loops, paired or mixture): (K + 1, N, d) normals per problem, xi_0 the terminal sample."""
     b, n, d = x0z.shape
     k_steps = config.n_steps
     bulk = noise is not None or (k_steps + 1) * n * d <= BULK_NOISE_LIMIT
@@ -240,7 +242,8 @@ def _stepped(
     z = _terminal(noise[:, 0] if noise is not None else standard_normal(generator, b, (n, d), x0z), config)
     sched = schedule(config)
     if diagonal is not None and noise is not None:
-        return _paired_diagonal_loop(z, x0z, *diagonal, noise[:, 1:], sched, config.clip)
+        loop = _paired_diagonal_loop if config.prior_score == "paired" else mixture_diagonal_loop
+        return loop(z, x0z, *diagonal, noise[:, 1:], sched, config.clip)
     return _general_loop(z, x0z, likelihood_score, noise, generator, sched, config)
 
 

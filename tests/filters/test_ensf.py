@@ -142,11 +142,13 @@ def test_seed_reproduces_bit_for_bit() -> None:
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("prior_score", ["paired", "mixture"])
 @pytest.mark.parametrize("standardise", ["none", "scale", "ensemble"])
-def test_closed_form_path_equals_generic_path(standardise: str) -> None:
-    """The precomputed linear-Gaussian loop and the generic (autograd) loop solve the same SDE."""
+def test_precomputed_loop_equals_generic_path(standardise: str, prior_score: str) -> None:
+    """The precomputed linear-Gaussian loops (paired; fused mixture) and the generic (autograd) loop solve
+    the same SDE; the clip binds at some steps."""
     prior, obs = _problem("cpu", torch.float64)
-    config = EnSFConfig(n_steps=40, clip=3.0, standardise=standardise, scale=10.0)  # type: ignore[arg-type]
+    config = EnSFConfig(n_steps=40, clip=3.0, standardise=standardise, scale=10.0, prior_score=prior_score)  # type: ignore[arg-type]
     noise = torch.randn(3, 41, 16, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     fast = ensf_update(prior, LinearGaussian(obs, 0.3), config, noise=noise)
     generic = ensf_update(prior, DifferentiableGaussian(obs, 0.3, lambda x: x), config, noise=noise)
