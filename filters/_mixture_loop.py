@@ -10,8 +10,8 @@ precomputed (K, B, 1, d) tensors, all pre-multiplied by dt g2:
     w       = clip((dt g2 alpha/beta2) W X0 + slope_k z + offset_k)      addcmul, baddbmm, clamp
     z       <- (1 - dt f) z + sqrt(dt g2) xi_k + w                       add, add
 
-slope_k = -dt g2 (1/beta2 + h p), offset_k = dt g2 h p ybar: seven kernels a step. The same chain as the
-generic loop up to rounding (tested to 1e-10 in float64).
+slope_k = -dt g2 (1/beta2 + h p), offset_k = dt g2 h p ybar: seven kernels a step (run by TorchScript,
+filters._steps). The same chain as the generic loop up to rounding (tested to 1e-10 in float64).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from filters._steps import mixture_steps_compiled
 
 if TYPE_CHECKING:
     from filters.ensf import Schedule
@@ -44,18 +46,18 @@ def mixture_diagonal_loop(
     offset = per_step([dg[k] * sched.damping[k] for k in range(k_steps)]) * (p * ybar).unsqueeze(0)
     kicks = xi.transpose(0, 1) * per_step([math.sqrt(g) for g in dg])
     sq_norm = x0z.square().sum(dim=-1).unsqueeze(1)  # (B, 1, N)
-    x0t = x0z.transpose(1, 2)
-    clipped = math.isfinite(clip)
-    w = torch.empty_like(z)
-    for k, (slope_k, offset_k, kick_k) in enumerate(
-        zip(slope.unbind(0), offset.unbind(0), kicks.unbind(0), strict=True)
-    ):
-        gain = sched.alpha[k] / sched.beta2[k]
-        logits = torch.baddbmm(sq_norm, z, x0t, beta=-0.5 * sched.alpha[k] * gain, alpha=gain)
-        weights = torch.softmax(logits, dim=-1)
-        torch.addcmul(offset_k, slope_k, z, out=w).baddbmm_(weights, x0z, alpha=dg[k] * gain)
-        if clipped:
-            w.clamp_(-dg[k] * clip, dg[k] * clip)
-        torch.add(kick_k, z, alpha=1.0 - dt * sched.f[k], out=z)
-        z.add_(w)
-    return z
+    gain = [a / b for a, b in zip(sched.alpha, sched.beta2, strict=True)]
+    return mixture_steps_compiled(
+        z,
+        x0z,
+        sq_norm,
+        offset,
+        slope,
+        kicks,
+        [-0.5 * a * c for a, c in zip(sched.alpha, gain, strict=True)],
+        gain,
+        [g * c for g, c in zip(dg, gain, strict=True)],
+        [1.0 - dt * f for f in sched.f],
+        [g * clip for g in dg],
+        math.isfinite(clip),
+    )

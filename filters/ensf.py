@@ -45,6 +45,7 @@ from torch import Tensor
 from filters._ensemble import check_inputs
 from filters._mixture_loop import mixture_diagonal_loop
 from filters._random import Generators, standard_normal
+from filters._steps import paired_steps_compiled
 from filters.counter_random import CounterStreams
 from filters.ensf_closed import ScheduleKey, clip_cannot_bind, closed_form_sample, coefficients
 from filters.inflation import multiplicative_inflation, relax_to_prior_spread
@@ -298,7 +299,7 @@ def _paired_diagonal_loop(
 
     s_k = A_k z + B_k with A_k = -(1/beta2 + h p) and B_k = (alpha/beta2) X0 + h p ybar, so everything but
     the clip is precomputed in a few vectorised operations and each step costs four in-place kernels:
-    w = dt g2 clip(A_k z + B_k); z = (1 - dt f) z + sqrt(dt g2) xi_k + w.
+    w = dt g2 clip(A_k z + B_k); z = (1 - dt f) z + sqrt(dt g2) xi_k + w (TorchScript, filters._steps).
     """
     k_steps = len(sched.t)
     dt = sched.dt
@@ -318,18 +319,7 @@ def _paired_diagonal_loop(
     torch.mul(xi.transpose(0, 1), sigma.view(view), out=kicks)
     decay = [1.0 - dt * f for f in sched.f]
     bound = [g * clip for g in dg]
-    clipped = math.isfinite(clip)
-    w = torch.empty_like(z)
-    # unbind once: indexing a tensor inside the loop would cost more than the arithmetic.
-    for offset_k, slope_k, kick_k, decay_k, bound_k in zip(
-        offset.unbind(0), slope.unbind(0), kicks.unbind(0), decay, bound, strict=True
-    ):
-        torch.addcmul(offset_k, slope_k, z, out=w)
-        if clipped:
-            w.clamp_(-bound_k, bound_k)
-        torch.add(kick_k, z, alpha=decay_k, out=z)
-        z.add_(w)
-    return z
+    return paired_steps_compiled(z, offset, slope, kicks, decay, bound, math.isfinite(clip))
 
 
 def reverse_sde(
