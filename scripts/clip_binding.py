@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from typing import Any
 
 import torch
 
@@ -23,11 +24,13 @@ from filters.ensf import EnSFConfig, paired_prior_score, reverse_sde, schedule
 from filters.ensf_closed import ScheduleKey, clip_cannot_bind, coefficients
 
 
-def binding(record: dict, factor: float, seed: int) -> tuple[float, ...]:
+def binding(record: dict[str, Any], factor: float, seed: int) -> tuple[float, ...]:
     """(element-steps clipped, elements clipped, problems clipped, problems closed by auto, problems
     closed by auto yet clipped (must be 0), median p_z)."""
     fields = {f.name for f in dataclasses.fields(EnSFConfig)}
-    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items() if k in fields}
+    raw: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items() if k in fields
+    }
     config = EnSFConfig(**raw)
     if config.standardise != "scale" or config.prior_score != "paired":
         raise SystemExit("this check covers the LD-EnSF latent setting (paired score, standardise='scale')")

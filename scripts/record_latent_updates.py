@@ -22,7 +22,7 @@ def main() -> None:
     out, args = sys.argv[1], sys.argv[sys.argv.index("--") + 1 :]
     records: list[dict[str, Any]] = []
 
-    def recording_update(prior, likelihood, config, generator=None, noise=None):  # type: ignore[no-untyped-def]
+    def recording_update(prior, likelihood, config, generator=None, noise=None):
         records.append(
             {
                 "prior": prior.clone(),
@@ -33,7 +33,7 @@ def main() -> None:
         )
         return ensf_update(prior, likelihood, config, generator, noise)
 
-    latent_runs.ensf_update = recording_update  # type: ignore[assignment]
+    latent_runs.ensf_update = recording_update
     from ldensf.cli import app
 
     try:

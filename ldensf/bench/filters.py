@@ -10,6 +10,8 @@ loaded machine:
     mixture   the chain with the mixture prior score (the general path)
     latent    the default on the shipped LD-EnSF setting (scale 100, latent sigma 1.5e-4): the clip
               binds, so it steps
+    generic, mixture-generic   stepped and mixture through the generic loop (H given as a dense
+              identity matrix), to measure the precomputed and fused loops against it
 
 for a single session (N = 100, d = 12) and for batches of sessions (N = 20, d = 12; B = 256 by
 default), in session-updates per second. Noise drawing is included in every timing; ``--rng counter``
@@ -33,7 +35,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "stepped": {"sampler": "stepped"},
     "mixture": {"sampler": "stepped", "prior_score": "mixture"},
     "latent": {"sampler": "auto", "standardise": "scale", "scale": 100.0},
+    # The generic loop (any likelihood): the same update with H given as a dense identity matrix.
+    "generic": {"sampler": "stepped"},
+    "mixture-generic": {"sampler": "stepped", "prior_score": "mixture"},
 }
+DEFAULT_PATHS = ["closed", "auto", "stepped", "mixture", "latent"]
 LATENT_SIGMA = 1.5e-4  # shipped sw bundle: calibrated latent noise ~0.005 x latent_noise_factor 0.03
 
 
@@ -49,7 +55,8 @@ def _update_call(path: str, batch: int, members: int, dim: int, device: str, rng
     obs = torch.randn(batch, dim, generator=generator).to(device)
     sigma = LATENT_SIGMA if path == "latent" else 0.1
     scale = 0.005 if path == "latent" else 1.0  # latents of the shipped bundle's size
-    likelihood = LinearGaussian(obs * scale, sigma)
+    dense = torch.eye(dim, device=device) if path.endswith("generic") else None
+    likelihood = LinearGaussian(obs * scale, sigma, dense)
     prior = prior * scale
     config = EnSFConfig(n_steps=100, eps_a=0.5, eps_b=0.0, **PATHS[path])
     gens: Any
@@ -90,7 +97,7 @@ def filter_figures(
     device: str, batches: list[int], quick: bool, rng: str, paths: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """One row per path: single-session median/p90 ms and sessions/s at each batch size."""
-    paths = paths or list(PATHS)
+    paths = paths or DEFAULT_PATHS
     single_reps, batch_reps = (30, 3) if quick else (300, 20)
     single = time_paths(paths, 1, 100, 12, device, single_reps, rng)
     rows: list[dict[str, Any]] = [
@@ -122,7 +129,7 @@ def bench_filters_command(
     rng: str = typer.Option(
         "generator", help="generator (one torch.Generator) | counter (per-session streams)"
     ),
-    paths: str = typer.Option(",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS)),
+    paths: str = typer.Option(",".join(DEFAULT_PATHS), help="comma-separated, of " + ", ".join(PATHS)),
     json_out: Path | None = typer.Option(None, "--json", help="also write the figures as JSON"),
 ) -> None:
     """Time EnSF updates along each path (closed form, stepped, mixture...), alternating in one run."""
