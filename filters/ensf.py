@@ -206,20 +206,24 @@ def ensf_update(
         sd = x0.std(dim=1, keepdim=True).clamp_min(torch.finfo(prior.dtype).eps ** 0.5)
     else:
         mean, sd = 0.0, 1.0
-    x0z = (x0 - mean) / sd
+    plain = not isinstance(mean, Tensor) and not isinstance(sd, Tensor) and mean == 0.0 and sd == 1.0
+    x0z = x0 if plain else (x0 - mean) / sd  # read-only below
 
-    diagonal_z = None if diagonal is None else (diagonal[0] * (sd * sd), (diagonal[1] - mean) / sd)
+    diagonal_z = (
+        diagonal if plain or diagonal is None else (diagonal[0] * (sd * sd), (diagonal[1] - mean) / sd)
+    )
     paired = config.prior_score == "paired"
     if paired and diagonal_z is not None and config.sampler != "stepped" and (noise is None or closed_noise):
         z = _closed_or_stepped(x0z, *diagonal_z, generator, noise, config)
     else:
         z = _stepped(x0z, _score_in_z(likelihood, mean, sd), diagonal_z, generator, noise, config)
-    analysis = mean + sd * z
+    analysis = z if plain else mean + sd * z
     return relax_to_prior_spread(analysis, prior, config.rtps)
 
 
-def _terminal(noise: Tensor, config: EnSFConfig) -> Tensor:
-    z = noise.clone()
+def _terminal(noise: Tensor, config: EnSFConfig, copy: bool = True) -> Tensor:
+    """x_T from xi_0 (a copy where the caller updates it in place)."""
+    z = noise.clone() if copy else noise
     if config.standardise_terminal_noise:
         z = (z - z.mean(dim=1, keepdim=True)) / z.std(dim=1, keepdim=True)
     return z
@@ -266,7 +270,7 @@ def _closed_or_stepped(
     closed = None if config.sampler == "closed" else clip_cannot_bind(coef, x0z, ybar, config.clip).cpu()
     if closed is None or bool(closed.all()):
         xi = noise if noise is not None else standard_normal(generator, b, (2, n, d), x0z)
-        return closed_form_sample(coef, _terminal(xi[:, 0], config), x0z, ybar, xi[:, 1])
+        return closed_form_sample(coef, _terminal(xi[:, 0], config, copy=False), x0z, ybar, xi[:, 1])
     if not bool(closed.any()):
         return _stepped(x0z, _diagonal_score(p, ybar), (p, ybar), generator, None, config)
     idx_c = closed.nonzero().flatten().tolist()
@@ -278,7 +282,9 @@ def _closed_or_stepped(
         xs, ps, ys = x0z[rows], p[rows], ybar[rows]
         if is_closed:
             xi = standard_normal(gens, len(idx), (2, n, d), x0z)
-            z[rows] = closed_form_sample(coef[:, rows], _terminal(xi[:, 0], config), xs, ys, xi[:, 1])
+            z[rows] = closed_form_sample(
+                coef[:, rows], _terminal(xi[:, 0], config, copy=False), xs, ys, xi[:, 1]
+            )
         else:
             z[rows] = _stepped(xs, _diagonal_score(ps, ys), (ps, ys), gens, None, config)
     return z

@@ -102,11 +102,12 @@ def coefficients(key: ScheduleKey, p: Tensor) -> Tensor:
     CACHE_ROWS rows), so a new batch of sessions at a few noise levels costs a few look-ups.
     """
     b, _, d = p.shape
-    rows = p.detach().reshape(b, d).to(device="cpu", dtype=torch.float64).numpy()
-    batch_key = (key, b, d, rows.tobytes(), p.dtype, p.device)
+    rows = p.detach().reshape(b, d).cpu()
+    batch_key = (key, b, d, rows.numpy().tobytes(), p.dtype, p.device)
     table = _batch_cache.get(batch_key)
     if table is None:
-        table = _from_rows(key, rows).to(dtype=p.dtype, device=p.device).unsqueeze(2)
+        exact = rows.to(torch.float64).numpy()
+        table = _from_rows(key, exact).to(dtype=p.dtype, device=p.device).unsqueeze(2)
         _batch_cache[batch_key] = table
         if len(_batch_cache) > CACHE_BATCHES:
             _batch_cache.popitem(last=False)

@@ -1,8 +1,8 @@
 """``ldensf bench filters``: speed of one EnSF analysis, the figures quoted in docs/BENCHMARKS.md.
 
 Times one EnSF update (linear-Gaussian likelihood, H = I, K = 100, float32) along each path of
-:mod:`filters.ensf`, **alternating the paths call by call in one run** so that their ratios hold on a
-loaded machine:
+:mod:`filters.ensf`, **the paths taking turns in one run** (rounds of one untimed and a block of timed
+calls each) so that their ratios hold on a loaded machine:
 
     closed    the closed-form law (sampler="closed", two normals per element)
     auto      the default: closed form where the clip provably cannot bind (it cannot here)
@@ -70,7 +70,8 @@ def _update_call(path: str, batch: int, members: int, dim: int, device: str, rng
 def time_paths(
     paths: list[str], batch: int, members: int, dim: int, device: str, repeats: int, rng: str = "generator"
 ) -> dict[str, list[float]]:
-    """Seconds per update of each path, the paths alternating call by call."""
+    """Seconds per update of each path: rounds in which every path runs one untimed call (its caches
+    warm again after the others ran) and then a block of timed calls, so drift hits all paths alike."""
     import torch
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -79,13 +80,17 @@ def time_paths(
         for _ in range(max(3, repeats // 10)):
             call()
     sync()
+    block = max(1, min(10, repeats // 5))
     times: dict[str, list[float]] = {p: [] for p in paths}
-    for _ in range(repeats):
+    for _ in range(max(1, repeats // block)):
         for p, call in calls.items():
-            start = time.perf_counter()
             call()
             sync()
-            times[p].append(time.perf_counter() - start)
+            for _ in range(block):
+                start = time.perf_counter()
+                call()
+                sync()
+                times[p].append(time.perf_counter() - start)
     return times
 
 
