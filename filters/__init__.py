@@ -4,6 +4,7 @@ Every update is a pure function ``*_update(prior, likelihood, config, ...)`` wit
 see docs/filters.md for the equations, settings and measured accuracy.
 """
 
+from filters.counter_random import CounterStreams, counter_normal
 from filters.denkf import DEnKF, DEnKFConfig, denkf_update
 from filters.enkf import EnKF, EnKFConfig, enkf_update
 from filters.ensf import EnSF, EnSFConfig, ensf_update
@@ -15,6 +16,7 @@ from filters.senkf import SEnKF, SEnKFConfig, senkf_update
 __all__ = [
     "ETKF",
     "LETKF",
+    "CounterStreams",
     "DEnKF",
     "DEnKFConfig",
     "DifferentiableGaussian",
@@ -28,6 +30,7 @@ __all__ = [
     "LinearGaussian",
     "SEnKF",
     "SEnKFConfig",
+    "counter_normal",
     "denkf_update",
     "enkf_update",
     "ensf_update",
