@@ -141,14 +141,19 @@ def schedule(config: EnSFConfig) -> Schedule:
     return Schedule(t=t, alpha=alpha, beta2=beta2, f=f, g2=g2, damping=h, dt=dt)
 
 
-def mixture_prior_score(x: Tensor, prior: Tensor, alpha: float, beta2: float) -> Tensor:
-    """Score at x (B, M, d) of the diffused empirical prior (1/N) sum_j N(alpha X0_j, beta2 I)."""
-    sq_norm = prior.square().sum(dim=-1).unsqueeze(1)  # (B, 1, N)
+def mixture_prior_score(
+    x: Tensor, prior: Tensor, alpha: float, beta2: float, sq_norm: Tensor | None = None
+) -> Tensor:
+    """Score at x (B, M, d) of the diffused empirical prior (1/N) sum_j N(alpha X0_j, beta2 I).
+
+    ``sq_norm``: |X0_j|^2 as (B, 1, N), when the caller computed it once for all steps."""
+    if sq_norm is None:
+        sq_norm = prior.square().sum(dim=-1).unsqueeze(1)
     logits = torch.baddbmm(
         sq_norm, x, prior.transpose(1, 2), beta=-0.5 * alpha * alpha / beta2, alpha=alpha / beta2
     )
     weights = torch.softmax(logits, dim=-1)
-    return (alpha * torch.bmm(weights, prior) - x) / beta2
+    return torch.baddbmm(x, weights, prior, beta=-1.0 / beta2, alpha=alpha / beta2)
 
 
 def paired_prior_score(x: Tensor, prior: Tensor, alpha: float, beta2: float) -> Tensor:
@@ -338,19 +343,21 @@ def reverse_sde(
     """Euler–Maruyama for the reverse SDE from x = ``terminal`` at t = 1 to t = 0 (section 4 schedule).
 
     ``score(x, k)`` is the (unclipped) score at step k, t_k = 1 - k / K; ``noise`` (B, K, ...) holds xi_k,
-    otherwise xi_k is drawn per step. x <- x - dt (f x - g2 clip(s)) + sqrt(dt g2) xi.
+    otherwise xi_k is drawn per step. x <- x - dt (f x - g2 clip(s)) + sqrt(dt g2) xi, as four kernels:
+    w = dt g2 s; clip w to +-dt g2 C; w += sqrt(dt g2) xi; w += (1 - dt f) x.
     """
     sched = schedule(config)
     dt = sched.dt
     z = terminal
     b = z.shape[0]
+    clipped = math.isfinite(config.clip)
     for k in range(config.n_steps):
-        s = score(z, k)
-        if math.isfinite(config.clip):
-            s = s.clamp(-config.clip, config.clip)
+        dg = dt * sched.g2[k]
+        w = torch.mul(score(z, k), dg)  # a new tensor: the score may be the caller's
+        if clipped:
+            w.clamp_(-dg * config.clip, dg * config.clip)
         xi = noise[:, k] if noise is not None else standard_normal(generator, b, tuple(z.shape[1:]), z)
-        g2 = sched.g2[k]
-        z = z * (1.0 - dt * sched.f[k]) + (dt * g2) * s + math.sqrt(dt * g2) * xi
+        z = w.add_(xi, alpha=math.sqrt(dg)).add_(z, alpha=1.0 - dt * sched.f[k])
     return z
 
 
@@ -364,10 +371,13 @@ def _general_loop(
     config: EnSFConfig,
 ) -> Tensor:
     """The SDE for any likelihood score (in z coordinates) and either prior score."""
-    prior_score = paired_prior_score if config.prior_score == "paired" else mixture_prior_score
+    sq_norm = x0z.square().sum(dim=-1).unsqueeze(1) if config.prior_score == "mixture" else None
 
     def posterior_score(x: Tensor, k: int) -> Tensor:
-        score = prior_score(x, x0z, sched.alpha[k], sched.beta2[k])
+        if sq_norm is None:
+            score = paired_prior_score(x, x0z, sched.alpha[k], sched.beta2[k])
+        else:
+            score = mixture_prior_score(x, x0z, sched.alpha[k], sched.beta2[k], sq_norm)
         h = sched.damping[k]
         if h != 0.0:  # h(1) = 0 with damping: skip the (possibly autograd) likelihood at t = 1
             score.add_(likelihood_score(x), alpha=h)
