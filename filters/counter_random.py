@@ -31,19 +31,23 @@ ROUNDS = 20
 
 
 def threefry2x32(key0: Tensor, key1: Tensor, ctr0: Tensor, ctr1: Tensor) -> tuple[Tensor, Tensor]:
-    """Threefry-2x32-20 on broadcastable int64 tensors holding 32-bit words; returns the two words."""
+    """Threefry-2x32-20 on broadcastable int64 tensors holding 32-bit words; returns the two words
+    (broadcast shape), computed in place (seven kernels a round, no temporaries)."""
     ks = (key0, key1, key0 ^ key1 ^ PARITY)
-    x0 = (ctr0 + ks[0]) & MASK32
-    x1 = (ctr1 + ks[1]) & MASK32
+    x0 = (ctr0 + ks[0]).bitwise_and_(MASK32)
+    x1 = (ctr1 + ks[1]).bitwise_and_(MASK32)
+    shape = torch.broadcast_shapes(x0.shape, x1.shape)
+    x0, x1 = x0.expand(shape).contiguous(), x1.expand(shape).contiguous()
+    high = torch.empty_like(x1)
     for r in range(ROUNDS):
-        x0 = (x0 + x1) & MASK32
+        x0.add_(x1).bitwise_and_(MASK32)
         rot = ROTATIONS[r % 8]
-        x1 = ((x1 << rot) & MASK32) | (x1 >> (32 - rot))
-        x1 = x1 ^ x0
+        torch.bitwise_left_shift(x1, rot, out=high).bitwise_and_(MASK32)
+        x1.bitwise_right_shift_(32 - rot).bitwise_or_(high).bitwise_xor_(x0)
         if r % 4 == 3:  # key injection after every 4 rounds
             s = r // 4 + 1
-            x0 = (x0 + ks[s % 3]) & MASK32
-            x1 = (x1 + ks[(s + 1) % 3] + s) & MASK32
+            x0.add_(ks[s % 3]).bitwise_and_(MASK32)
+            x1.add_(ks[(s + 1) % 3] + s).bitwise_and_(MASK32)
     return x0, x1
 
 
