@@ -273,6 +273,11 @@ def _closed_or_stepped(
     key = ScheduleKey(config.n_steps, config.eps_a, config.eps_b, config.damping)
     coef = coefficients(key, p)
     closed = None if config.sampler == "closed" else clip_cannot_bind(coef, x0z, ybar, config.clip).cpu()
+    if closed is None and not bool(torch.isfinite(coef[:4]).all()):
+        raise ValueError(
+            "sampler='closed': the unclipped chain overflows for these settings and observation noise"
+            " (the clip is what bounds it); use sampler='auto' or 'stepped'"
+        )
     if closed is None or bool(closed.all()):
         xi = noise if noise is not None else standard_normal(generator, b, (2, n, d), x0z)
         return closed_form_sample(coef, _terminal(xi[:, 0], config, copy=False), x0z, ybar, xi[:, 1])

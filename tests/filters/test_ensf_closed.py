@@ -206,5 +206,9 @@ def test_closed_form_noise_and_refusals() -> None:
         ensf_update(x0, DifferentiableGaussian(obs, SIGMA, torch.atan), config)
     with pytest.raises(ValueError, match="paired"):
         EnSFConfig(sampler="closed", prior_score="mixture")
+    # The shipped kf latent setting: |a_k| up to ~220, the product overflows float32.
+    kf = EnSFConfig(n_steps=100, eps_a=0.01, eps_b=0.0, standardise="scale", scale=100.0, sampler="closed")
+    with pytest.raises(ValueError, match="overflows"):
+        ensf_update(torch.zeros(1, 4, 3), LinearGaussian(torch.zeros(1, 3), 1e-4), kf)
     with pytest.raises(ValueError, match="sampler"):
         EnSFConfig(sampler="fast")  # type: ignore[arg-type]
