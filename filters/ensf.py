@@ -27,7 +27,8 @@ units: in z coordinates its score is ``dx/dz * grad_x log p(y | x(z))``. (The LD
 scales the observation but not sigma, i.e. its sigma is in scaled units.)
 
 Random numbers (see :mod:`filters._random`): per problem, first the random walk (N, n_param), then the
-SDE noise, (K + 1, N, d) numbers, xi_0 being the terminal sample. Small problems draw the SDE noise in one
+SDE noise, (K + 1, N, d) numbers, xi_0 being the terminal sample (the closed form, filters.ensf_closed,
+draws (2, N, d): z_0 and one xi). Small problems draw the SDE noise in one
 block; problems with (K + 1) N d > 2^22 draw it step by step (N, d) to bound memory (d = 1e6). Pass one
 generator per problem (or the ``noise`` tensor itself) and a batched call equals the per-problem calls.
 """
@@ -171,8 +172,9 @@ def ensf_update(
     """One EnSF analysis of a batch of ensembles.
 
     prior: (B, N, d) forecast ensembles; likelihood: observations for the B problems; noise: optional
-    pre-drawn (B, K + 1, N, d) standard normals (xi_0 = terminal sample, xi_{k+1} = step k). Returns the
-    (B, N, d) analysis ensembles.
+    pre-drawn standard normals, (B, K + 1, N, d) for the stepped chain (xi_0 = terminal sample,
+    xi_{k+1} = step k; with ``sampler="auto"`` a given noise always steps) or (B, 2, N, d) with
+    ``sampler="closed"`` (z_0, xi). Returns the (B, N, d) analysis ensembles.
     """
     b, n, d = check_inputs(prior, likelihood, generator)
     k_steps = config.n_steps
