@@ -4,6 +4,12 @@ Dynamics:        s_t = s_{t-1} + dt * F([s_{t-1}, u]),  s_{-1} = 0, stored *afte
                  so the first stored latent s_0 is one Euler step from zero.
 Reconstruction:  x(xi, t) = R([sin(2 pi B xi), cos(2 pi B xi), s_t]) with B a fixed random
                  Fourier matrix; R is a residual MLP evaluable at any point xi.
+Moving frames:   with ``shift_frames = K > 0``, R also reads the Fourier features of xi - c_k(s_t),
+                 k = 1..K, where c_k = W_k s_t + b_k are coordinate shifts predicted from the
+                 latent. A feature that travels with the state (a wave centred on an uncertain
+                 source, its reflections) is then a fixed pattern in one of those frames, which the
+                 MLP learns far sooner than the same pattern re-learnt at every position
+                 (docs/training.md, "what mattered"). K = 0 is the paper's network.
 Inputs u and xi are expected min-max scaled to [-1, 1] and outputs are z-scored per channel;
 the scaling lives in the dataset statistics and the bundle manifest, not in the network.
 """
@@ -35,11 +41,14 @@ class LDNetConfig:
     dt: float = 0.036
     activation: str = "relu"
     fourier_seed: int = 0
+    shift_frames: int = 0
 
     def __post_init__(self) -> None:
         for name in ("latent_dim", "param_dim", "coord_dim", "n_channels", "n_fourier"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LDNetConfig.{name} must be >= 1 (got {getattr(self, name)})")
+        if self.shift_frames < 0:
+            raise ValueError(f"LDNetConfig.shift_frames must be >= 0 (got {self.shift_frames})")
         if not self.dt > 0:
             raise ValueError(f"LDNetConfig.dt must be positive (got {self.dt})")
 
@@ -59,8 +68,11 @@ class LDNet(nn.Module):
         self.register_buffer(
             "fourier_matrix", c.fourier_scale * torch.randn(c.coord_dim, c.n_fourier, generator=generator)
         )
+        self.frame_shift = (
+            nn.Linear(c.latent_dim, c.shift_frames * c.coord_dim) if c.shift_frames > 0 else None
+        )
         self.reconstruction = ResidualMLP(
-            2 * c.n_fourier + c.latent_dim,
+            2 * c.n_fourier * (1 + c.shift_frames) + c.latent_dim,
             c.n_channels,
             c.reconstruction_width,
             c.reconstruction_depth,
@@ -90,5 +102,12 @@ class LDNet(nn.Module):
         features = self.fourier_features(xi)
         if features.dim() == 2:
             features = features.unsqueeze(0).expand(s.shape[0], -1, -1)
-        latent = s.unsqueeze(1).expand(-1, features.shape[1], -1)
-        return self.reconstruction(torch.cat([features, latent], dim=-1))
+        m, p = features.shape[:2]
+        parts = [features]
+        if self.frame_shift is not None:
+            shifts = self.frame_shift(s).reshape(m, 1, self.config.shift_frames, self.config.coord_dim)
+            points = xi if xi.dim() == 3 else xi.unsqueeze(0)
+            moved = self.fourier_features(points.unsqueeze(2) - shifts)  # (M, P, K, 2F)
+            parts.append(moved.reshape(m, p, -1))
+        parts.append(s.unsqueeze(1).expand(-1, p, -1))
+        return self.reconstruction(torch.cat(parts, dim=-1))

@@ -38,6 +38,7 @@ class LDNetArchitecture:
     fourier_scale: float = 1.0
     dt: float = 0.036
     activation: str = "relu"
+    shift_frames: int = 0
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ SENSORS = [[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5], [0.5, 0.5]]
 D_Y = len(SENSORS) * len(SENSOR_CHANNELS)
 
 
-def tiny_networks(seed: int = 0) -> tuple[LDNet, ObservationEncoder]:
+def tiny_networks(seed: int = 0, shift_frames: int = 0) -> tuple[LDNet, ObservationEncoder]:
     torch.manual_seed(seed)
     ldnet = LDNet(
         LDNetConfig(
@@ -49,6 +49,7 @@ def tiny_networks(seed: int = 0) -> tuple[LDNet, ObservationEncoder]:
             reconstruction_width=16,
             n_fourier=4,
             dt=0.1,
+            shift_frames=shift_frames,
         )
     ).eval()
     encoder = ObservationEncoder(
@@ -159,6 +160,13 @@ def max_abs_diff(ldnet: LDNet, encoder: ObservationEncoder, graphs: Path, name: 
 def test_onnxruntime_matches_torch_at_other_sizes(exported_graphs: Path, name: str, n: int) -> None:
     ldnet, encoder = tiny_networks()
     assert max_abs_diff(ldnet, encoder, exported_graphs, name, n) <= 1e-5
+
+
+def test_moving_frame_reconstruction_exports_with_parity(tmp_path: Path) -> None:
+    ldnet, encoder = tiny_networks(shift_frames=2)
+    export_graphs(ldnet, encoder, tmp_path)
+    for n in (1, 9):
+        assert max_abs_diff(ldnet, encoder, tmp_path, "reconstruction.onnx", n) <= 1e-5
 
 
 @pytest.mark.parametrize("name", list(GRAPH_IO))

@@ -64,3 +64,34 @@ def test_checkpoint_rebuilds_the_exact_model(tmp_path) -> None:
     u = torch.randn(2, 2)
     torch.testing.assert_close(rebuilt.rollout(u, 4), net.rollout(u, 4), rtol=0, atol=0)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_moving_frame_features_follow_the_predicted_shift() -> None:
+    torch.manual_seed(0)
+    net = LDNet(
+        LDNetConfig(
+            latent_dim=4,
+            dynamics_depth=2,
+            dynamics_width=16,
+            reconstruction_depth=2,
+            reconstruction_width=16,
+            n_fourier=8,
+            shift_frames=2,
+        )
+    )
+    s = torch.randn(5, 4)
+    xi = torch.rand(7, 2) * 2 - 1
+    torch.testing.assert_close(net.reconstruct(s, xi), net.reconstruct(s, xi.expand(5, -1, -1)))
+    # the shifted features are those of xi - c(s): with the shift net zeroed and the latent's own
+    # input weights zeroed, the output is the same as at points moved by the shift's bias
+    assert net.frame_shift is not None
+    with torch.no_grad():
+        net.frame_shift.weight.zero_()
+        net.frame_shift.bias.copy_(torch.tensor([0.3, -0.2, 0.3, -0.2]))
+        lifted = net.reconstruction.lift[0]
+        lifted.weight[:, : 2 * 8].zero_()  # ignore the unshifted features
+        lifted.weight[:, -4:].zero_()  # and the latent
+        moved = net.reconstruct(s, xi + torch.tensor([0.3, -0.2]))
+        net.frame_shift.bias.zero_()
+        at_origin = net.reconstruct(s, xi)
+    torch.testing.assert_close(moved, at_origin)
