@@ -82,6 +82,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         on_batch=lambda model, size: BATCH_SIZE.labels(model).observe(size),
     )
     manager = SessionManager(settings, store, runtimes, batcher)
+    with contextlib.suppress(ServiceError):  # a store that is down now is found out at the first request
+        await manager.store_generation()
     app.state.manager = manager
     app.state.fields = FieldService(manager, decode)
     sweeper = asyncio.create_task(_sweep_expired(manager, settings.sweep_interval_s))
@@ -105,9 +107,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _validation_message(err: RequestValidationError) -> str:
+    errors = list(err.errors())
+    # A union field (a list or a mapping) reports each branch; the branch of the wrong type says nothing.
+    telling = [e for e in errors if not (e["type"] in ("dict_type", "list_type") and _branch(e["loc"]))]
     parts = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"] if p != "body") or "body"
+    for e in telling or errors:
+        where = ".".join(str(p) for p in e["loc"] if p != "body" and not _branch((p,))) or "body"
         got = e.get("input")
         shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f" (got {str(got)[:40]})"
         parts.append(f"{where}: {e['msg']}{shown}")
@@ -116,6 +121,11 @@ def _validation_message(err: RequestValidationError) -> str:
         + "; ".join(parts[:10])
         + (f"; and {len(parts) - 10} more" if len(parts) > 10 else "")
     )
+
+
+def _branch(loc: Sequence[object]) -> bool:
+    """A location part that names a branch of a union (``list[...]``, ``dict[...]``)."""
+    return any(isinstance(p, str) and "[" in p for p in loc)
 
 
 def create_app(settings: Settings | None = None, store: SessionStore | None = None) -> FastAPI:

@@ -105,18 +105,27 @@ class MicroBatcher:
             self._queued -= len(batch)
             if self.on_batch is not None:
                 self.on_batch(lane.runtime.name, len(batch))
-            try:
-                outputs = await loop.run_in_executor(
-                    self.executor, self.compute, lane.runtime, [item for item, _ in batch]
-                )
-            except Exception as err:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
-                continue
-            for (_, future), output in zip(batch, outputs, strict=True):
-                if not future.done():
-                    future.set_result(output)
+            await self._run(lane, batch)
+
+    async def _run(self, lane: _Lane, batch: list[tuple[Item, asyncio.Future[UpdateOutput]]]) -> None:
+        """Compute a batch; when it raises, compute its items one by one, so the item that fails gets
+        its error and the others (other sessions, other tenants) their results."""
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(
+                self.executor, self.compute, lane.runtime, [item for item, _ in batch]
+            )
+        except Exception as err:
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(err)
+                return
+            for one in batch:
+                await self._run(lane, [one])
+            return
+        for (_, future), output in zip(batch, outputs, strict=True):
+            if not future.done():
+                future.set_result(output)
 
     async def close(self) -> None:
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None and not lane.task.done()]

@@ -26,6 +26,8 @@ from service.schemas import FieldQuery
 from service.sessions import SessionManager
 from service.state import SessionState, ensemble_field
 
+MAX_STEP = 2**53  # steps are counted in JSON numbers: beyond this an integer is no longer exact
+
 
 class FieldService:
     def __init__(self, manager: SessionManager, executor: Executor) -> None:
@@ -38,6 +40,8 @@ class FieldService:
         if time_s is None:
             return step
         dt = runtime.manifest.time_per_step_s
+        if time_s / dt > MAX_STEP:
+            raise BadInput(f"time {time_s} s is beyond any step of model {runtime.name!r} ({dt} s per step)")
         nearest = round(time_s / dt)
         if not math.isclose(nearest * dt, time_s, rel_tol=0, abs_tol=1e-3 * dt):
             raise BadInput(

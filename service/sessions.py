@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import secrets
 import struct
 import time
@@ -22,11 +23,11 @@ import torch
 
 from service.batcher import MicroBatcher
 from service.engine import UpdateInput, UpdateOutput, effective_filter, ensf_config, noise_factor
-from service.errors import BadInput, Conflict, NotFound, ServiceError
+from service.errors import BadInput, Conflict, NotFound, ServiceError, StateLost
 from service.lainr_engine import LainrUpdateInput, lainr_filter
 from service.lainr_runtime import LainrRuntime
 from service.locks import KeyedLocks
-from service.metrics import ENSEMBLE_SPREAD, OBSERVATIONS, UPDATE_DURATION
+from service.metrics import ENSEMBLE_SPREAD, OBSERVATIONS, STORE_DATA_LOST, UPDATE_DURATION
 from service.runtime import AnyRuntime, ModelRuntime
 from service.schemas import ObservationPost, SessionCreate
 from service.settings import Settings
@@ -39,8 +40,19 @@ from service.state import (
     result_field,
 )
 from service.stores import SessionStore, session_key
+from service.stores.base import GENERATION_CHARS
+
+log = logging.getLogger("ldensf.service")
 
 SESSION_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+# A session id: the store generation it was created in, a tag of its model (so that errors during a
+# store outage are counted under the model), then 144 random bits.
+MODEL_TAG_CHARS = 4
+SESSION_ID_LENGTH = GENERATION_CHARS + MODEL_TAG_CHARS + 32
+
+
+def model_tag(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:MODEL_TAG_CHARS]
 
 
 def parameter_summary(runtime: AnyRuntime, ensemble: np.ndarray) -> dict[str, dict[str, float]]:
@@ -71,6 +83,9 @@ class SessionManager:
         self.models = models
         self.batcher = batcher
         self.locks = KeyedLocks()
+        self.generation: str | None = None  # the store generation this process last saw
+        self.data_lost_at: float | None = None  # when this process saw the store lose its data
+        self._model_by_tag = {model_tag(name): name for name in models}
 
     # ------------------------------------------------------------------------------ lookups
 
@@ -90,12 +105,47 @@ class SessionManager:
             "created them); create a new one with POST /v1/sessions"
         )
 
+    async def store_generation(self) -> str:
+        """The store's generation marker; a change since the last look means the store lost its data."""
+        current = await self.store.generation()
+        if self.generation is not None and current != self.generation:
+            STORE_DATA_LOST.inc()
+            self.data_lost_at = time.time()
+            log.error(
+                "the session store lost its data: generation %s replaced by %s (a Redis restart without "
+                "persistence, or a flush); sessions created before are gone",
+                self.generation,
+                current,
+            )
+        self.generation = current
+        return current
+
+    def model_hint(self, session_id: str) -> str:
+        """The model a session id was created for, read from the id alone (no store access)."""
+        if len(session_id) != SESSION_ID_LENGTH:
+            return "unknown"
+        return self._model_by_tag.get(session_id[GENERATION_CHARS:][:MODEL_TAG_CHARS], "unknown")
+
+    async def missing(self, session_id: str) -> ServiceError:
+        """404 for an id the store does not hold, 410 when it was created in an earlier store generation."""
+        if len(session_id) == SESSION_ID_LENGTH:
+            generation = await self.store_generation()
+            created_in = session_id[:GENERATION_CHARS]
+            if created_in != generation:
+                return StateLost(
+                    f"session {session_id!r} was lost: the session store lost its data after the session "
+                    f"was created (store generation {created_in}, now {generation}: a Redis restart "
+                    "without persistence, or a flush). Its state cannot be recovered; create a new "
+                    "session with POST /v1/sessions and post from step 0"
+                )
+        return self.not_found(session_id)
+
     async def load(self, tenant: str, session_id: str, extra: tuple[str, ...] = ()) -> SessionState:
         if not (0 < len(session_id) <= 64 and set(session_id) <= SESSION_ID_CHARS):
             raise self.not_found(session_id)
         found = await self.store.read(self.key(tenant, session_id), [*STATE_FIELDS, *extra])
         if found is None:
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
         version, values = found
         state = SessionState.from_fields(version, values[: len(STATE_FIELDS)])
         state.extra = {
@@ -175,8 +225,9 @@ class SessionManager:
             ensemble = np.concatenate([np.zeros((size, m.d_s)), runtime.scale_params(u)], axis=1)
             lstm = np.zeros((m.graphs.encoder_layers, m.graphs.encoder_hidden), dtype=np.float32)
         now = time.time()
+        generation = await self.store_generation()
         for _ in range(3):
-            session_id = secrets.token_urlsafe(24)
+            session_id = generation + model_tag(runtime.name) + secrets.token_urlsafe(24)
             meta = SessionMeta(
                 session_id=session_id,
                 model=runtime.name,
@@ -223,7 +274,7 @@ class SessionManager:
     async def delete(self, tenant: str, session_id: str) -> None:
         state = await self.load(tenant, session_id)
         if not await self.store.delete(self.key(tenant, session_id), state.meta.model):
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
 
     # ------------------------------------------------------------------------------ observations
 
@@ -233,7 +284,7 @@ class SessionManager:
         """Assimilate ``body``; returns (answer, replayed)."""
         started = time.perf_counter()
         key = self.key(tenant, session_id)
-        model = "unknown"
+        model = self.model_hint(session_id)
         try:
             async with self.locks.hold(key):
                 with self.batcher.expecting():
@@ -250,7 +301,16 @@ class SessionManager:
                             f"step {body.step} skips ahead: session {session_id!r} expects step "
                             f"{state.meta.step + 1} next (steps are assimilated in order)"
                         )
-                output = await self.batcher.submit(runtime, item)
+                try:
+                    output = await self.batcher.submit(runtime, item)
+                except (ValueError, torch.linalg.LinAlgError) as err:
+                    # the filters' own checks (the batcher ran this item alone): the numbers of this
+                    # session and post, not the server, are at fault
+                    raise BadInput(
+                        f"step {body.step} could not be assimilated with this observation and session "
+                        f"{session_id!r}'s filter settings {state.meta.filter} ({err}); nothing was stored. "
+                        "Post it with a larger noise_level, or create a session with other filter settings"
+                    ) from None
                 answer, replayed = await self._store_update(
                     key, session_id, state, runtime, body.step, output, digest
                 )
@@ -311,7 +371,7 @@ class SessionManager:
     ) -> dict[str, Any]:
         found = await self.store.read(key, [result_field(step)])
         if found is None:
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
         raw = found[1][0]
         if raw is None:
             raise Conflict(
@@ -339,6 +399,7 @@ class SessionManager:
     ) -> tuple[dict[str, Any], bool]:
         model = runtime.name
         ensemble = output.ensemble.astype(np.float32)
+        _refuse_non_finite(session_id, step, state.meta.filter, ensemble, output)
         spread = float(np.sqrt(ensemble.var(axis=0, ddof=1).mean()))
         answer: dict[str, Any] = {
             "step": step,
@@ -365,7 +426,7 @@ class SessionManager:
         )
         store_s = time.perf_counter() - started
         if written is None:
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
         if not written:
             # Another process advanced this session meanwhile: answer as a re-post would.
             return await self._after_lost_race(key, session_id, step, digest), True
@@ -379,11 +440,25 @@ class SessionManager:
     async def _after_lost_race(self, key: str, session_id: str, step: int, digest: str) -> dict[str, Any]:
         found = await self.store.read(key, ["meta"])
         if found is None or found[1][0] is None:
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
         current = SessionMeta.from_bytes(found[1][0]).step
         if current < step:
             raise Conflict(f"session {session_id!r} changed while step {step} was assimilated; post it again")
         return await self._replay(key, session_id, current, step, digest)
+
+
+def _refuse_non_finite(
+    session_id: str, step: int, settings: dict[str, Any], ensemble: np.ndarray, output: UpdateOutput
+) -> None:
+    """A last guard: an update that produced NaN or inf is never stored (the session stays as it was)."""
+    arrays = (ensemble, output.h, output.c, np.array([output.innovation]))
+    if all(np.isfinite(a).all() for a in arrays) and np.isfinite(ensemble.var(axis=0, ddof=1)).all():
+        return
+    raise BadInput(
+        f"step {step} gave non-finite numbers with this observation and session {session_id!r}'s filter "
+        f"settings {settings}; nothing was stored. Post the step again with a larger noise_level or "
+        "values nearer the model's range, or create a session with other filter settings"
+    )
 
 
 def _outcome(err: ServiceError) -> str:

@@ -23,11 +23,21 @@ async def healthz() -> FastJSON:
 async def readyz(manager: Manager) -> FastJSON:
     try:
         await manager.store.ping()
+        generation = await manager.store_generation()
     except StoreUnavailable as err:
         STORE_UP.set(0)
         return FastJSON({"status": "unavailable", "detail": err.detail}, status_code=503)
     STORE_UP.set(1)
-    return FastJSON({"status": "ready", "models": sorted(manager.models)})
+    # A store that lost its data stays ready (new sessions work; restarting replicas would not bring the
+    # data back); the loss is reported here, by ldensf_store_data_lost_total and by the alert.
+    return FastJSON(
+        {
+            "status": "ready",
+            "models": sorted(manager.models),
+            "store_generation": generation,
+            "store_data_lost_at": manager.data_lost_at,
+        }
+    )
 
 
 @router.get("/metrics", summary="Prometheus text exposition (all workers)")

@@ -4,6 +4,7 @@ every write. A store also counts the live sessions of each model and the session
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
@@ -13,6 +14,14 @@ Fields = Mapping[str, bytes]
 def session_key(prefix: str, tenant: str, session_id: str) -> str:
     # The hash tag covers tenant and session, so a Redis Cluster spreads sessions over slots.
     return f"{prefix}:{{{tenant}:{session_id}}}"
+
+
+GENERATION_CHARS = 8
+
+
+def new_generation() -> str:
+    """A generation token: letters and digits only, so it can start a session id."""
+    return secrets.token_hex(GENERATION_CHARS // 2)
 
 
 class SessionStore(ABC):
@@ -49,6 +58,12 @@ class SessionStore(ABC):
     async def sweep_expired(self, models: Sequence[str]) -> int:
         """Forget expired sessions in the per-model counts; returns how many expired since the last sweep
         (each counted once, whichever process sweeps)."""
+
+    @abstractmethod
+    async def generation(self) -> str:
+        """The store's generation marker: a random token written once into an empty store and kept
+        for as long as the store keeps its data. A store that lost its data (restarted without
+        persistence, flushed) answers a new token, so sessions of the old generation are known lost."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from service.stores.base import Fields, SessionStore
+from service.stores.base import Fields, SessionStore, new_generation
 
 
 @dataclass
@@ -23,6 +23,7 @@ class MemoryStore(SessionStore):
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         self._expired_unswept: list[str] = []
+        self._generation = new_generation()  # the embedded store's data lives as long as this object
 
     def _live(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)
@@ -78,6 +79,9 @@ class MemoryStore(SessionStore):
         count = len(self._expired_unswept)
         self._expired_unswept.clear()
         return count
+
+    async def generation(self) -> str:
+        return self._generation
 
     async def ping(self) -> None:
         return None

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from service.errors import StoreUnavailable
-from service.stores.base import Fields, SessionStore
+from service.stores.base import Fields, SessionStore, new_generation
 
 T = TypeVar("T")
 
@@ -146,6 +146,17 @@ class RedisStore(SessionStore):
             return removed
 
         return await self._call("sweep", run)
+
+    async def generation(self) -> str:
+        async def run() -> str:
+            # SET NX: of the processes that find the marker gone, the first one's token is everyone's.
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(f"{self.prefix}:generation", new_generation(), nx=True)
+                pipe.get(f"{self.prefix}:generation")
+                _, token = await pipe.execute()
+            return token.decode() if isinstance(token, bytes) else str(token)
+
+        return await self._call("generation", run)
 
     async def ping(self) -> None:
         await self._call("ping", self.client.ping)

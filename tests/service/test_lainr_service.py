@@ -224,7 +224,10 @@ def test_wrong_forms_for_the_model_kind(api: TestClient) -> None:
     point = {"lat": 0.0, "lon": 0.0, "channel": "height", "value": 1.0}
     cases = [
         ({"step": 0, "values": [1.0, 2.0]}, "is a LAINR model: post 'observations'"),
-        ({"step": 0, "observations": [point], "noise_level": 0.0}, "noise_level must be > 0"),
+        (
+            {"step": 0, "observations": [point], "noise_level": 0.0},
+            "noise_level 0.0 is outside [0.0001, 10.0]",
+        ),
         ({"step": 0, "observations": [point], "values": [1.0]}, "give exactly one of 'values'"),
     ]
     for body, fragment in cases:
