@@ -188,7 +188,8 @@ def test_a_store_that_lost_its_data_answers_410(tmp_path: Path, model_dir: Path,
             ):
                 gone = client.request(method, path, json=body)
                 assert gone.status_code == 410, gone.text
-                assert "lost its data" in gone.json()["detail"] and "POST /v1/sessions" in gone.json()["detail"]
+                detail = gone.json()["detail"]
+                assert "lost its data" in detail and "POST /v1/sessions" in detail
             ready = client.get("/readyz")
             assert ready.status_code == 200 and ready.json()["store_data_lost_at"] is not None
             assert ready.json()["store_generation"] != first["store_generation"]
