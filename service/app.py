@@ -23,6 +23,7 @@ from service.lainr_engine import LainrUpdateInput, assimilate_lainr
 from service.lainr_runtime import LainrRuntime
 from service.metrics import BATCH_SIZE, SESSION_EXPIRED
 from service.middleware import BodyLimit, HTTPMetrics
+from service.openapi import contract_openapi
 from service.routers import bench, fields, health, models, observations, sessions
 from service.runtime import AnyRuntime, load_models
 from service.sessions import SessionManager
@@ -138,6 +139,8 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
         summary="LD-EnSF data assimilation as a service",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # a redirect to the path with(out) the slash would be built from the client's Host header
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.injected_store = store
@@ -162,6 +165,12 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
         app.include_router(router)
     if settings.bench_endpoints:
         app.include_router(bench.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.openapi = contract_openapi(app, api_keys=bool(settings.api_key_list))  # type: ignore[method-assign]
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(HTTPMetrics)
     return app

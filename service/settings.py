@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     max_query_points: int = Field(default=100_000, ge=1)
     max_field_values: int = Field(default=20_000_000, ge=1, description="members x points per field query")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="request line and headers at most (ldensf serve: h11)"
+    )
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request body must arrive within this (else 408)"
+    )
 
     batch_max: int = Field(default=64, ge=1, description="sessions merged into one EnSF call at most")
     batch_wait_ms: float = Field(default=2.0, ge=0, description="longest wait for a batch to fill")

@@ -19,7 +19,12 @@ async def healthz() -> FastJSON:
     return FastJSON({"status": "ok"})
 
 
-@router.get("/readyz", summary="Models loaded and the store reachable (503 otherwise)")
+@router.get(
+    "/readyz",
+    summary="Models loaded and the store reachable (503 otherwise); the store's generation and when this "
+    "process saw it lose its data",
+    responses={503: {"description": "the session store is unreachable"}},
+)
 async def readyz(manager: Manager) -> FastJSON:
     try:
         await manager.store.ping()
@@ -40,7 +45,12 @@ async def readyz(manager: Manager) -> FastJSON:
     )
 
 
-@router.get("/metrics", summary="Prometheus text exposition (all workers)")
+@router.get(
+    "/metrics",
+    summary="Prometheus text exposition (all workers)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(manager: Manager) -> Response:
     try:
         await manager.store.ping()
