@@ -72,21 +72,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = injected or open_store(
         settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s
     )
-    compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ldensf-assimilate")
-    decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ldensf-decode")
+    # small and large work on separate threads: a large post or query never queues a small one
+    executors = {
+        name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ldensf-{name}")
+        for name in ("assimilate", "assimilate-large", "decode", "decode-large")
+    }
     batcher = MicroBatcher(
         functools.partial(run_batch, device=device),
-        compute,
+        executors["assimilate"],
         batch_max=settings.batch_max,
         wait_s=settings.batch_wait_ms / 1e3,
         queue_limit=settings.queue_limit,
+        max_wait_s=settings.max_queue_wait_ms / 1e3,
+        large_executor=executors["assimilate-large"],
+        large_cost=settings.large_update_cost,
         on_batch=lambda model, size: BATCH_SIZE.labels(model).observe(size),
     )
     manager = SessionManager(settings, store, runtimes, batcher)
     with contextlib.suppress(ServiceError):  # a store that is down now is found out at the first request
         await manager.store_generation()
     app.state.manager = manager
-    app.state.fields = FieldService(manager, decode)
+    app.state.fields = FieldService(manager, executors["decode"], executors["decode-large"])
     sweeper = asyncio.create_task(_sweep_expired(manager, settings.sweep_interval_s))
     log.info(
         "ldensf service: models %s, store %s, EnSF on %s",
@@ -101,8 +107,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await batcher.close()
-        compute.shutdown(wait=True)
-        decode.shutdown(wait=True)
+        for executor in executors.values():
+            executor.shutdown(wait=True)
         if injected is None:
             await store.close()
 

@@ -43,6 +43,22 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=64, ge=1, description="sessions merged into one EnSF call at most")
     batch_wait_ms: float = Field(default=2.0, ge=0, description="longest wait for a batch to fill")
     queue_limit: int = Field(default=512, ge=1, description="queued updates before 429")
+    max_queue_wait_ms: float = Field(
+        default=1000.0, gt=0, description="an update that would wait longer (predicted) is answered 429"
+    )
+    large_update_cost: int = Field(
+        default=100_000,
+        ge=1,
+        description="members x observations from which an update runs on the executor for large work",
+    )
+    large_query_values: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="decoded values (members x points) from which a field query runs on the large executor",
+    )
+    decode_chunk_values: int = Field(
+        default=250_000, ge=1, description="members x points decoded at once (bounds a query's memory)"
+    )
 
     onnx_threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per graph")
     torch_threads: int = Field(default=1, ge=1)
