@@ -22,6 +22,7 @@ import numpy as np
 from models.lainr_bundle import LainrManifest
 from service.errors import BadInput, TooLarge
 from service.metrics import FIELD_QUERY_DURATION
+from service.quotas import history_steps
 from service.runtime import AnyRuntime
 from service.schemas import FieldQuery
 from service.sessions import SessionManager
@@ -66,7 +67,8 @@ class FieldService:
         if raw is None:
             raise BadInput(
                 f"step {step} is no longer stored: this server keeps the last "
-                f"{self.manager.settings.history_steps} steps (LDENSF_HISTORY_STEPS)"
+                f"{history_steps(self.manager.settings, state.meta.ensemble_size, state.ensemble.shape[1])} "
+                "steps of this session (LDENSF_HISTORY_STEPS, LDENSF_MAX_HISTORY_BYTES)"
             )
         state.ensemble = np.frombuffer(raw, dtype=np.float32).reshape(state.meta.ensemble_size, -1)
         return state, step

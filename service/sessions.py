@@ -28,6 +28,7 @@ from service.lainr_engine import LainrUpdateInput, lainr_filter
 from service.lainr_runtime import LainrRuntime
 from service.locks import KeyedLocks
 from service.metrics import ENSEMBLE_SPREAD, OBSERVATIONS, STORE_DATA_LOST, UPDATE_DURATION
+from service.quotas import Quotas, history_steps, session_bytes
 from service.runtime import AnyRuntime, ModelRuntime
 from service.schemas import ObservationPost, SessionCreate
 from service.settings import Settings
@@ -83,6 +84,7 @@ class SessionManager:
         self.models = models
         self.batcher = batcher
         self.locks = KeyedLocks()
+        self.quotas = Quotas(settings, store)
         self.generation: str | None = None  # the store generation this process last saw
         self.data_lost_at: float | None = None  # when this process saw the store lose its data
         self._model_by_tag = {model_tag(name): name for name in models}
@@ -224,6 +226,8 @@ class SessionManager:
             # LDNet latents start at s = 0 (the first stored latent is one step in); all spread is in u.
             ensemble = np.concatenate([np.zeros((size, m.d_s)), runtime.scale_params(u)], axis=1)
             lstm = np.zeros((m.graphs.encoder_layers, m.graphs.encoder_hidden), dtype=np.float32)
+        size_bytes = session_bytes(self.settings, size, ensemble.shape[1], lstm.size)
+        await self.quotas.admit_session(tenant, size_bytes)
         now = time.time()
         generation = await self.store_generation()
         for _ in range(3):
@@ -243,6 +247,7 @@ class SessionManager:
             state = SessionState(meta, 0, ensemble.astype(np.float32), lstm, lstm, generator_state(generator))
             key = self.key(tenant, session_id)
             if await self.store.create(key, runtime.name, state.fields(), self.settings.session_ttl_s):
+                await self.quotas.created(tenant, session_id, size_bytes)
                 return self.info(state)
         raise RuntimeError("could not find an unused session id")  # 2^-144 collisions, three times
 
@@ -275,6 +280,9 @@ class SessionManager:
         state = await self.load(tenant, session_id)
         if not await self.store.delete(self.key(tenant, session_id), state.meta.model):
             raise await self.missing(session_id)
+        meta = state.meta
+        size = session_bytes(self.settings, meta.ensemble_size, state.ensemble.shape[1], state.h.size)
+        await self.quotas.deleted(tenant, session_id, size)
 
     # ------------------------------------------------------------------------------ observations
 
@@ -286,6 +294,7 @@ class SessionManager:
         key = self.key(tenant, session_id)
         model = self.model_hint(session_id)
         try:
+            self.quotas.admit_update(tenant)
             async with self.locks.hold(key):
                 with self.batcher.expecting():
                     state = await self.load(tenant, session_id)
@@ -375,7 +384,8 @@ class SessionManager:
         raw = found[1][0]
         if raw is None:
             raise Conflict(
-                f"step {step} is older than the {self.settings.history_steps} steps this server keeps; "
+                f"step {step} is older than the steps this server keeps for a session (at most "
+                f"{self.settings.history_steps}, LDENSF_HISTORY_STEPS, within LDENSF_MAX_HISTORY_BYTES); "
                 f"session {session_id!r} expects step {current + 1} next"
             )
         stored = json.loads(raw)
@@ -417,7 +427,7 @@ class SessionManager:
         fields = new_state.fields()
         fields[ensemble_field(step)] = fields["ensemble"]
         fields[result_field(step)] = json.dumps({"digest": digest, "answer": answer}).encode()
-        old = step - self.settings.history_steps
+        old = step - history_steps(self.settings, ensemble.shape[0], ensemble.shape[1])
         delete = [ensemble_field(old), result_field(old)] if old >= 0 else []
 
         started = time.perf_counter()
@@ -484,7 +494,7 @@ async def store_roundtrip(manager: SessionManager, tenant: str, session_id: str)
         fields = SessionState(meta, state.version + 1, state.ensemble, state.h, state.c, state.rng).fields()
         fields[ensemble_field(step)] = fields["ensemble"]
         fields[result_field(step)] = json.dumps({"digest": "0" * 64, "answer": answer}).encode()
-        old = step - manager.settings.history_steps
+        old = step - history_steps(manager.settings, state.ensemble.shape[0], state.ensemble.shape[1])
         delete = [ensemble_field(old), result_field(old)] if old >= 0 else []
         written = await manager.store.compare_and_set(
             key, runtime.name, state.version, fields, manager.settings.session_ttl_s, delete

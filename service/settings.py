@@ -28,6 +28,16 @@ class Settings(BaseSettings):
     api_keys: str = Field(default="", description="comma-separated API keys; empty: no authentication")
     session_ttl_s: int = Field(default=86_400, ge=1, description="seconds from the last write to expiry")
     history_steps: int = Field(default=512, ge=1, description="past steps kept per session")
+    max_history_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1, description="a session's stored history at most (fewer steps kept)"
+    )
+    max_sessions_per_key: int = Field(default=1000, ge=1, description="live sessions per API key")
+    max_stored_bytes_per_key: int = Field(
+        default=4 * 1024**3, ge=1, description="store bytes the sessions of one API key may take"
+    )
+    max_updates_per_s_per_key: float = Field(
+        default=500.0, gt=0, description="observation posts per second per API key, per replica"
+    )
 
     max_ensemble: int = Field(default=500, ge=2)
     max_query_points: int = Field(default=100_000, ge=1)

@@ -60,6 +60,21 @@ class SessionStore(ABC):
         (each counted once, whichever process sweeps)."""
 
     @abstractmethod
+    async def index_members(self, index: str) -> dict[str, float]:
+        """A scored index (a sorted set): member -> score."""
+
+    @abstractmethod
+    async def index_put(self, index: str, members: Mapping[str, float]) -> None:
+        """Add members to an index, or move their scores."""
+
+    @abstractmethod
+    async def index_remove(self, index: str, members: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    async def exists(self, keys: Sequence[str]) -> list[bool]:
+        """Whether each session key is stored (and not expired)."""
+
+    @abstractmethod
     async def generation(self) -> str:
         """The store's generation marker: a random token written once into an empty store and kept
         for as long as the store keeps its data. A store that lost its data (restarted without

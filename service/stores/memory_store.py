@@ -6,7 +6,7 @@ other worker processes, so ``ldensf serve --workers`` needs Redis)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from service.stores.base import Fields, SessionStore, new_generation
@@ -24,6 +24,7 @@ class MemoryStore(SessionStore):
         self._entries: dict[str, _Entry] = {}
         self._expired_unswept: list[str] = []
         self._generation = new_generation()  # the embedded store's data lives as long as this object
+        self._indexes: dict[str, dict[str, float]] = {}
 
     def _live(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)
@@ -79,6 +80,19 @@ class MemoryStore(SessionStore):
         count = len(self._expired_unswept)
         self._expired_unswept.clear()
         return count
+
+    async def index_members(self, index: str) -> dict[str, float]:
+        return dict(self._indexes.get(index, {}))
+
+    async def index_put(self, index: str, members: Mapping[str, float]) -> None:
+        self._indexes.setdefault(index, {}).update(members)
+
+    async def index_remove(self, index: str, members: Sequence[str]) -> None:
+        for member in members:
+            self._indexes.get(index, {}).pop(member, None)
+
+    async def exists(self, keys: Sequence[str]) -> list[bool]:
+        return [self._live(key) is not None for key in keys]
 
     async def generation(self) -> str:
         return self._generation
