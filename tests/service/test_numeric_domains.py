@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from conftest import AppFactory
 from fastapi.testclient import TestClient
@@ -180,10 +181,18 @@ def test_one_failing_item_fails_alone_in_its_batch(make_app: AppFactory, tiny) -
 def test_batcher_isolates_a_raising_item() -> None:
     from service.batcher import MicroBatcher
 
-    def compute(runtime: Any, items: Any) -> list[Any]:
-        if any(item == "poison" for item in items):
+    class Item:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.ensemble = np.zeros((4, 1), np.float32)
+
+    sizes: list[int] = []
+
+    def compute(runtime: Any, items: list[Item]) -> list[str]:
+        sizes.append(len(items))
+        if any(item.name == "poison" for item in items):
             raise ValueError("poisoned item")
-        return [f"done {item}" for item in items]
+        return [f"done {item.name}" for item in items]
 
     class Runtime:
         name = "m"
@@ -194,8 +203,8 @@ def test_batcher_isolates_a_raising_item() -> None:
             runtime = Runtime()
             with batcher.expecting():
                 tasks = [
-                    asyncio.create_task(batcher.submit(runtime, item))  # type: ignore[arg-type]
-                    for item in ["a", "poison", "b", "c"]
+                    asyncio.create_task(batcher.submit(runtime, Item(name)))  # type: ignore[arg-type]
+                    for name in ["a", "poison", "b", "c"]
                 ]
                 await asyncio.sleep(0.01)
             results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -203,6 +212,7 @@ def test_batcher_isolates_a_raising_item() -> None:
             return results
 
     results = asyncio.run(main())
+    assert sizes[0] == 4  # one batch of all four, then each alone
     assert results[0] == "done a" and results[2] == "done b" and results[3] == "done c"
     assert isinstance(results[1], ValueError)
 
