@@ -303,3 +303,51 @@ def test_bundle_check_explains_a_broken_lainr_bundle(lainr_bundle: Path, tmp_pat
     assert "model_error must be a symmetric positive semi-definite covariance" in problems
     assert f"prior.std has {d - 1} entries, expected d_z = {d}" in problems
     assert "decoder.onnx: size" in problems and "tampered" in problems
+
+
+@pytest.mark.parametrize(
+    ("noise", "value", "fragment"),
+    [
+        (1e-40, 1.0, "noise_level 1e-40 is outside [0.0001"),
+        (1e-300, 1.0, "noise_level 1e-300 is outside [0.0001"),
+        (1e40, 1.0, "noise_level"),
+        (0.1, 1e39, "beyond float32"),
+        (0.1, 1e300, "beyond float32"),
+        (0.1, 1e20, "standard deviations"),
+    ],
+)
+def test_numbers_outside_the_domain_are_refused(
+    api: TestClient, noise: float, value: float, fragment: str
+) -> None:
+    """Issue 15: these used to leave NaN in the session (noise 1e-40) or answer 500; now 422, the
+    session untouched."""
+    sid = create(api)
+    point = {"lat": 10.0, "lon": 20.0, "channel": "height", "value": value}
+    response = api.post(
+        f"/v1/sessions/{sid}/observations", json={"step": 0, "observations": [point], "noise_level": noise}
+    )
+    assert response.status_code == 422 and fragment in response.json()["detail"], response.text
+    assert api.get(f"/v1/sessions/{sid}").json()["step"] == -1
+
+
+@pytest.mark.parametrize("method", ["etkf-q", "etkf", "enkf", "senkf", "denkf"])
+def test_the_edges_of_the_domain_stay_finite(api: TestClient, runtime: LainrRuntime, method: str) -> None:
+    """The smallest and largest noise level, observations far from the field (1e5 channel stds): every
+    filter gives finite state."""
+    sid = create(api, ensemble_size=6, filter={"method": method})
+    std = runtime.manifest.channel_std
+    lat = np.linspace(-80, 80, 20)
+    for step, noise in enumerate((1e-4, 10.0, 1e-4)):
+        observations = [
+            {"lat": float(a), "lon": 15.0 * i, "channel": c, "value": (-1) ** i * 1e5 * std[k]}
+            for i, a in enumerate(lat)
+            for k, c in enumerate(runtime.manifest.channels)
+        ]
+        answer = api.post(
+            f"/v1/sessions/{sid}/observations",
+            json={"step": step, "observations": observations, "noise_level": noise},
+        )
+        assert answer.status_code == 200, answer.text
+        assert "null" not in answer.text
+    field = api.post(f"/v1/sessions/{sid}/field", json={"points": [[0.0, 0.0]], "stats": ["mean", "std"]})
+    assert field.status_code == 200 and "null" not in field.text
