@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -351,3 +353,51 @@ def test_the_edges_of_the_domain_stay_finite(api: TestClient, runtime: LainrRunt
         assert "null" not in answer.text
     field = api.post(f"/v1/sessions/{sid}/field", json={"points": [[0.0, 0.0]], "stats": ["mean", "std"]})
     assert field.status_code == 200 and "null" not in field.text
+
+
+def test_a_large_lainr_post_does_not_hold_up_small_posts(
+    mixed_model_dir: Path, runtime: LainrRuntime, redis_server: str, prefix: str, tmp_path: Path
+) -> None:
+    """Issue 15, finding 6, over real HTTP: while a 20,000-observation LAINR post is assimilated (on the
+    large-work thread), posts of a small LD-EnSF session answer in a fraction of its time (old code: one
+    compute thread, they waited behind it)."""
+    import httpx
+    from processes import ServiceProcess
+    from tiny_model import D_Y
+
+    rng = np.random.default_rng(4)
+    z = twin_truth(runtime, 1)[0]
+    big = observations_of(runtime, z, 20_000, 0.05, rng)
+    with (
+        ServiceProcess(mixed_model_dir, tmp_path / "serve.log", redis_server, prefix) as server,
+        httpx.Client(base_url=server.url, timeout=300) as client,
+    ):
+
+        def large_post() -> float:
+            sid = client.post("/v1/sessions", json={"model": NAME, "ensemble_size": 32}).json()
+            begun = time.perf_counter()
+            body = {"step": 0, "observations": big, "noise_level": 0.05}
+            answer = client.post(f"/v1/sessions/{sid['session_id']}/observations", json=body)
+            assert answer.status_code == 200, answer.text
+            return time.perf_counter() - begun
+
+        alone = large_post()
+        small = client.post("/v1/sessions", json={"model": "tiny"}).json()["session_id"]
+        during: list[float] = []
+        thread = threading.Thread(target=lambda: during.append(large_post()))
+        started = time.perf_counter()
+        thread.start()
+        time.sleep(min(0.5, alone / 4))
+        latencies = []
+        for step in range(5):
+            begun = time.perf_counter()
+            body = {"step": step, "values": [0.1] * D_Y, "noise_level": 0.05}
+            answer = client.post(f"/v1/sessions/{small}/observations", json=body)
+            assert answer.status_code == 200, answer.text
+            latencies.append(time.perf_counter() - begun)
+        small_done = time.perf_counter()
+        thread.join()
+    assert alone > 0.5, alone
+    assert during and during[0] > alone / 2  # the large post did run meanwhile, and succeeded
+    assert max(latencies) < alone / 3, (latencies, alone)
+    assert started < small_done < started + alone  # finished while the large post was still running
