@@ -25,6 +25,7 @@ MEANINGS = {
     "413": "the request is over a size limit (body, points, decoded values)",
     "422": "invalid request: the detail says what to change",
     "429": "over a quota or the service is saturated; retry after the Retry-After delay",
+    "431": "request headers over LDENSF_MAX_HEADER_BYTES",
     "503": "the session store is unavailable; nothing was changed, retry after the Retry-After delay",
 }
 SECURITY_SCHEMES = {
@@ -36,7 +37,7 @@ SECURITY_SCHEMES = {
 def _statuses(path: str, method: str, has_body: bool) -> list[str]:
     if not path.startswith("/v1/"):
         return []
-    statuses = ["400", "404", "422"]
+    statuses = ["400", "404", "422", "431"]
     if has_body:
         statuses += ["408", "413"]
     if path.startswith("/v1/sessions"):
