@@ -7,6 +7,10 @@ The index (``<prefix>:tenant:<tenant>``) holds ``<session id>|<bytes>`` scored b
 creation; a member whose score has passed is checked against the store and dropped if its session is
 gone, or re-scored if it is still updated. Concurrent creations can overshoot a quota by the number in
 flight; it is a bound on cost, not an exact count.
+
+Without ``LDENSF_API_KEYS`` every caller is the one tenant ``public``: there is no key to be fair
+between, so no per-key quota applies (the service-wide bounds do: shedding by wait, body and query
+limits, history bytes).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 
+from service.auth import PUBLIC_TENANT
 from service.errors import Busy
 from service.settings import Settings
 from service.stores import SessionStore, session_key
@@ -72,6 +77,8 @@ class Quotas:
 
     async def admit_session(self, tenant: str, size: int) -> None:
         """429 when one more session of ``size`` bytes would pass the key's quotas."""
+        if tenant == PUBLIC_TENANT:
+            return
         live = await self._live(tenant)
         used = sum(int(m.split("|")[1]) for m in live)
         retry = {"Retry-After": str(max(1, math.ceil(min(live.values(), default=0) - time.time())))}
@@ -93,14 +100,20 @@ class Quotas:
             )
 
     async def created(self, tenant: str, session_id: str, size: int) -> None:
+        if tenant == PUBLIC_TENANT:
+            return
         expires = time.time() + self.settings.session_ttl_s
         await self.store.index_put(self._index(tenant), {f"{session_id}|{size}": expires})
 
     async def deleted(self, tenant: str, session_id: str, size: int) -> None:
+        if tenant == PUBLIC_TENANT:
+            return
         await self.store.index_remove(self._index(tenant), [f"{session_id}|{size}"])
 
     def admit_update(self, tenant: str) -> None:
         """429 when the key posts faster than LDENSF_MAX_UPDATES_PER_S_PER_KEY (in this process)."""
+        if tenant == PUBLIC_TENANT:
+            return
         rate = self.settings.max_updates_per_s_per_key
         now = time.monotonic()
         bucket = self._buckets.setdefault(tenant, _Bucket(tokens=rate, at=now))

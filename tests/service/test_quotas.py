@@ -88,3 +88,16 @@ def test_history_is_bounded_in_bytes(make_app: AppFactory, tiny) -> None:
         assert [value is not None for value in stored] == [False, False, False, True, True, True]
         old = client.post(f"/v1/sessions/{sid}/field", json={"points": [[1.0, 1.0]], "step": 1})
         assert old.status_code == 422 and "LDENSF_MAX_HISTORY_BYTES" in old.json()["detail"]
+
+
+def test_without_keys_there_is_no_per_key_quota(make_app: AppFactory, tiny) -> None:
+    """No LDENSF_API_KEYS: every caller is one tenant, so a per-key quota would be a service-wide one
+    (the load test and the benchmarks post hundreds of updates per second without keys)."""
+    obs = truth_observations(tiny[1])
+    with TestClient(make_app(max_sessions_per_key=1, max_updates_per_s_per_key=1)) as client:
+        sids = [create(client, {})[1]["session_id"] for _ in range(3)]
+        for step in range(3):
+            response = client.post(
+                f"/v1/sessions/{sids[0]}/observations", json={"step": step, "values": obs[step]}
+            )
+            assert response.status_code == 200, response.text
