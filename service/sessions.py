@@ -130,7 +130,7 @@ class SessionManager:
 
     async def missing(self, session_id: str) -> ServiceError:
         """404 for an id the store does not hold, 410 when it was created in an earlier store generation."""
-        if len(session_id) == SESSION_ID_LENGTH:
+        if self.model_hint(session_id) != "unknown":
             generation = await self.store_generation()
             created_in = session_id[:GENERATION_CHARS]
             if created_in != generation:
