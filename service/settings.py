@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         description="decoded values (members x points) from which a field query runs on the large executor",
     )
     decode_chunk_values: int = Field(
-        default=250_000, ge=1, description="members x points decoded at once (bounds a query's memory)"
+        default=100_000, ge=1, description="members x points decoded at once (bounds a query's memory)"
     )
 
     onnx_threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per graph")
