@@ -8,9 +8,11 @@ members x observations) reaches ``large_cost`` go to lanes of their own on a sec
 large LAINR post does not hold up the small ones. Each executor is one thread (onnxruntime and torch
 each use their own intra-op threads).
 
-Overload is shed by the wait an update would have: queued and running updates of its class times the
-measured seconds per update. Over ``max_wait_s`` (or more than ``queue_limit`` queued updates in the
-process) the answer is 429 (:class:`service.errors.Busy`) with that wait as Retry-After.
+Overload is shed by the wait an update would have: the batches ahead of it on its executor (the one
+running, and each lane's queue in batches of ``batch_max``) times the measured seconds per batch. At
+saturation batches are full, so the batches measured are the ones waited for. Over ``max_wait_s`` (or
+more than ``queue_limit`` queued updates in the process) the answer is 429 (:class:`service.errors.Busy`)
+with that wait as Retry-After.
 """
 
 from __future__ import annotations
@@ -47,19 +49,12 @@ class _Load:
     """One executor and what waits for it."""
 
     executor: Executor
-    queued: int = 0
-    running: int = 0
-    seconds_per_update: float | None = None  # moving average over the batches run
+    running: int = 0  # batches
+    seconds_per_batch: float | None = None  # moving average over the batches run
 
-    def predicted_wait(self) -> float:
-        if self.seconds_per_update is None:
-            return 0.0
-        return (self.queued + self.running) * self.seconds_per_update
-
-    def measured(self, seconds: float, updates: int) -> None:
-        per_update = seconds / updates
-        previous = self.seconds_per_update
-        self.seconds_per_update = per_update if previous is None else 0.8 * previous + 0.2 * per_update
+    def measured(self, seconds: float) -> None:
+        previous = self.seconds_per_batch
+        self.seconds_per_batch = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
 
 @dataclass
@@ -117,10 +112,18 @@ class MicroBatcher:
             for lane in self._lanes.values():
                 lane.arrived.set()
 
+    def _predicted_wait(self, load: _Load) -> float:
+        if load.seconds_per_batch is None:
+            return 0.0
+        queued = sum(
+            math.ceil(len(lane.queue) / self.batch_max) for lane in self._lanes.values() if lane.load is load
+        )
+        return (load.running + queued) * load.seconds_per_batch
+
     async def submit(self, runtime: AnyRuntime, item: Item) -> UpdateOutput:
         size = "large" if update_cost(item) >= self.large_cost else "small"
         load = self._loads[size]
-        wait = load.predicted_wait()
+        wait = self._predicted_wait(load)
         retry = {"Retry-After": str(max(1, math.ceil(wait)))}
         if self._queued >= self.queue_limit:
             raise Busy(
@@ -139,7 +142,6 @@ class MicroBatcher:
         future: asyncio.Future[UpdateOutput] = asyncio.get_running_loop().create_future()
         lane.queue.append((item, future))
         self._queued += 1
-        load.queued += 1
         lane.arrived.set()
         if lane.task is None or lane.task.done():
             lane.task = asyncio.create_task(self._dispatch(lane))
@@ -160,14 +162,13 @@ class MicroBatcher:
                     break
             batch = [lane.queue.popleft() for _ in range(min(self.batch_max, len(lane.queue)))]
             self._queued -= len(batch)
-            lane.load.queued -= len(batch)
             if self.on_batch is not None:
                 self.on_batch(lane.runtime.name, len(batch))
-            lane.load.running += len(batch)
+            lane.load.running += 1
             try:
                 await self._run(lane, batch)
             finally:
-                lane.load.running -= len(batch)
+                lane.load.running -= 1
 
     async def _run(self, lane: _Lane, batch: list[tuple[Item, asyncio.Future[UpdateOutput]]]) -> None:
         """Compute a batch; when it raises, compute its items one by one, so the item that fails gets
@@ -178,7 +179,7 @@ class MicroBatcher:
             outputs = await loop.run_in_executor(
                 lane.load.executor, self.compute, lane.runtime, [item for item, _ in batch]
             )
-            lane.load.measured(time.perf_counter() - started, len(batch))
+            lane.load.measured(time.perf_counter() - started)
         except Exception as err:
             if len(batch) == 1:
                 if not batch[0][1].done():
