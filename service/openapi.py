@@ -43,7 +43,7 @@ def _statuses(path: str, method: str, has_body: bool) -> list[str]:
     if path.startswith("/v1/sessions"):
         statuses += ["401", "410", "429", "503"]
     if path.endswith("/observations") or path.endswith("/field"):
-        statuses += ["409"]
+        statuses += ["409", "413"]
     return statuses
 
 

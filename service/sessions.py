@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.batcher import MicroBatcher
+from service.batcher import MicroBatcher, update_cost
 from service.engine import UpdateInput, UpdateOutput, effective_filter, ensf_config, noise_factor
-from service.errors import BadInput, Conflict, NotFound, ServiceError, StateLost
+from service.errors import BadInput, Conflict, NotFound, ServiceError, StateLost, TooLarge
 from service.lainr_engine import LainrUpdateInput, lainr_filter
 from service.lainr_runtime import LainrRuntime
 from service.locks import KeyedLocks
@@ -301,6 +301,13 @@ class SessionManager:
                     model = state.meta.model
                     runtime = self.runtime_of(state.meta)
                     item, digest = self._update_input(runtime, state, body)
+                    cost = update_cost(item)
+                    if cost > self.settings.max_update_cost:
+                        raise TooLarge(
+                            f"this update costs {cost} member evaluations (members x observations), "
+                            f"over this server's limit of {self.settings.max_update_cost} "
+                            "(LDENSF_MAX_UPDATE_COST): post fewer observations per step"
+                        )
                     if body.step <= state.meta.step:
                         answer = await self._replay(key, session_id, state.meta.step, body.step, digest)
                         OBSERVATIONS.labels(model, "replayed").inc()

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_queue_wait_ms: float = Field(
         default=1000.0, gt=0, description="an update that would wait longer (predicted) is answered 429"
     )
+    max_update_cost: int = Field(
+        default=5_000_000, ge=1, description="members x observations of one update at most (413 beyond)"
+    )
     large_update_cost: int = Field(
         default=100_000,
         ge=1,

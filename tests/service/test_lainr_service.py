@@ -401,3 +401,27 @@ def test_a_large_lainr_post_does_not_hold_up_small_posts(
     assert during and during[0] > alone / 2  # the large post did run meanwhile, and succeeded
     assert max(latencies) < alone / 3, (latencies, alone)
     assert started < small_done < started + alone  # finished while the large post was still running
+
+
+def test_an_update_over_the_cost_limit_is_413(
+    mixed_model_dir: Path, runtime: LainrRuntime, redis_server: str, prefix: str
+) -> None:
+    """Issue 15, finding 5: 10 members x 101 observations is over a limit of 1000, 100 are not."""
+    settings = Settings(
+        model_dir=mixed_model_dir,
+        redis_url=redis_server,
+        redis_prefix=prefix,
+        device="cpu",
+        max_update_cost=1000,
+    )
+    with TestClient(create_app(settings)) as api:
+        sid = create(api, ensemble_size=10)
+        observations = observations_of(
+            runtime, twin_truth(runtime, 1)[0], 101, 0.05, np.random.default_rng(0)
+        )
+        body = {"step": 0, "observations": observations, "noise_level": 0.05}
+        response = api.post(f"/v1/sessions/{sid}/observations", json=body)
+        assert response.status_code == 413 and "LDENSF_MAX_UPDATE_COST" in response.json()["detail"]
+        assert api.get(f"/v1/sessions/{sid}").json()["step"] == -1
+        body["observations"] = observations[:100]
+        assert api.post(f"/v1/sessions/{sid}/observations", json=body).status_code == 200
