@@ -34,7 +34,7 @@ SECURITY_SCHEMES = {
 }
 
 
-def _statuses(path: str, method: str, has_body: bool) -> list[str]:
+def _statuses(path: str, has_body: bool) -> list[str]:
     if not path.startswith("/v1/"):
         return []
     statuses = ["400", "404", "422", "431"]
@@ -68,9 +68,9 @@ def contract_openapi(app: FastAPI, *, api_keys: bool) -> Callable[[], dict[str, 
         if api_keys:
             components["securitySchemes"] = SECURITY_SCHEMES
         for path, operations in schema["paths"].items():
-            for method, operation in operations.items():
+            for operation in operations.values():
                 responses = operation["responses"]
-                for status in _statuses(path, method, "requestBody" in operation):
+                for status in _statuses(path, "requestBody" in operation):
                     responses[status] = {
                         "description": MEANINGS[status],
                         "content": {"application/json": {"schema": ERROR_REF}},
