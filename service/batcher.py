@@ -87,9 +87,8 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self.large_cost = large_cost
         self.on_batch = on_batch
-        self._loads = {"small": _Load(executor), "large": _Load(large_executor or executor)}
-        if large_executor is None:
-            self._loads["large"] = self._loads["small"]
+        small = _Load(executor)
+        self._loads = {"small": small, "large": _Load(large_executor) if large_executor else small}
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._queued = 0
         self._expecting = 0
