@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 # Stored and computed in float32: a larger magnitude would become inf (and two different posts the same).
@@ -231,7 +232,10 @@ class Diagnostics(BaseModel):
     spread: float = Field(description="RMS over latent dimensions of the analysis member std")
     innovation: float = Field(description="RMS of (encoded observation - forecast mean) / latent noise")
     batch_size: int = Field(description="sessions assimilated in the same batched call")
-    n_observations: int | None = Field(default=None, description="LAINR models: observations assimilated")
+    # absent, never null, when not applicable (as every optional field of an answer)
+    n_observations: int | SkipJsonSchema[None] = Field(
+        default=None, description="LAINR models: observations assimilated"
+    )
 
 
 class ObservationResult(BaseModel):
@@ -310,9 +314,9 @@ class FieldAnswer(BaseModel):
     method: str
     channels: list[str]
     n_points: int
-    mean: dict[str, list[float]] | None = None
-    std: dict[str, list[float]] | None = None
-    members: dict[str, list[list[float]]] | None = None
+    mean: dict[str, list[float]] | SkipJsonSchema[None] = None
+    std: dict[str, list[float]] | SkipJsonSchema[None] = None
+    members: dict[str, list[list[float]]] | SkipJsonSchema[None] = None
 
 
 class ErrorAnswer(BaseModel):

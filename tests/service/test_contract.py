@@ -63,6 +63,10 @@ def test_every_operation_keeps_the_contract(served: str) -> None:
 
 def test_the_schema_declares_what_is_sent(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    # optional answer fields are absent when they do not apply, never null
+    for name, field in (("Diagnostics", "n_observations"), ("FieldAnswer", "mean"), ("FieldAnswer", "std")):
+        assert "null" not in str(schemas[name]["properties"][field]), (name, field)
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     post = spec["paths"]["/v1/sessions/{session_id}/observations"]["post"]["responses"]
     for status in ("400", "404", "409", "410", "422", "429", "503"):

@@ -358,7 +358,7 @@ def test_the_edges_of_the_domain_stay_finite(api: TestClient, runtime: LainrRunt
 def test_a_large_lainr_post_does_not_hold_up_small_posts(
     mixed_model_dir: Path, runtime: LainrRuntime, redis_server: str, prefix: str, tmp_path: Path
 ) -> None:
-    """Issue 15, finding 6, over real HTTP: while a 20,000-observation LAINR post is assimilated (on the
+    """Issue 15, finding 6, over real HTTP: while a 40,000-observation LAINR post is assimilated (on the
     large-work thread), posts of a small LD-EnSF session answer in a fraction of its time (old code: one
     compute thread, they waited behind it)."""
     import httpx
@@ -367,7 +367,7 @@ def test_a_large_lainr_post_does_not_hold_up_small_posts(
 
     rng = np.random.default_rng(4)
     z = twin_truth(runtime, 1)[0]
-    big = observations_of(runtime, z, 20_000, 0.05, rng)
+    big = observations_of(runtime, z, 40_000, 0.05, rng)  # about 3 MB, under the 4 MB body limit
     with (
         ServiceProcess(mixed_model_dir, tmp_path / "serve.log", redis_server, prefix) as server,
         httpx.Client(base_url=server.url, timeout=300) as client,
