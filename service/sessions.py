@@ -142,7 +142,10 @@ class SessionManager:
                 )
         return self.not_found(session_id)
 
-    async def load(self, tenant: str, session_id: str, extra: tuple[str, ...] = ()) -> SessionState:
+    async def load(
+        self, tenant: str, session_id: str, extra: tuple[str, ...] = (), *, usable: bool = True
+    ) -> SessionState:
+        """The stored session; with ``usable``, 410 for one whose state is not finite."""
         if not (0 < len(session_id) <= 64 and set(session_id) <= SESSION_ID_CHARS):
             raise self.not_found(session_id)
         found = await self.store.read(self.key(tenant, session_id), [*STATE_FIELDS, *extra])
@@ -155,6 +158,13 @@ class SessionManager:
             for name, value in zip(extra, values[len(STATE_FIELDS) :], strict=True)
             if value is not None
         }
+        if usable and not all(np.isfinite(a).all() for a in (state.ensemble, state.h, state.c)):
+            # only a release before the guard in _store_update could have written it
+            raise StateLost(
+                f"session {session_id!r} cannot continue: its stored state holds NaN or inf, written by "
+                "an older release of this service (settings now outside their domains); delete it and "
+                "create a new session with POST /v1/sessions"
+            )
         return state
 
     def runtime_of(self, meta: SessionMeta) -> AnyRuntime:
@@ -277,7 +287,7 @@ class SessionManager:
         return result
 
     async def delete(self, tenant: str, session_id: str) -> None:
-        state = await self.load(tenant, session_id)
+        state = await self.load(tenant, session_id, usable=False)
         if not await self.store.delete(self.key(tenant, session_id), state.meta.model):
             raise await self.missing(session_id)
         meta = state.meta

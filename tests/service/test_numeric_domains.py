@@ -225,3 +225,28 @@ def test_mapping_values_beyond_float32(client: TestClient, values: list[float]) 
         f"/v1/sessions/{sid}/observations", json={"step": 0, "values": dict(zip(keys, values, strict=True))}
     )
     assert response.status_code == 422, response.text
+
+
+def test_a_session_stored_with_nan_by_an_older_release_is_410(client: TestClient) -> None:
+    """Old code could store NaN (finding 2): such a session answers 410 saying so (not 200 with nulls,
+    not 500), and can still be deleted."""
+    sid = create(client, ensemble_size=4)
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    key = manager.key(PUBLIC_TENANT, sid)
+
+    async def poison() -> None:
+        version, _ = await manager.store.read(key, [])
+        nan = np.full((4, 6), np.nan, np.float32).tobytes()
+        assert await manager.store.compare_and_set(key, "tiny", version, {"ensemble": nan}, 3600)
+
+    client.portal.call(poison)  # type: ignore[union-attr]
+    for method, path, body in (
+        ("GET", f"/v1/sessions/{sid}", None),
+        ("GET", f"/v1/sessions/{sid}/parameters", None),
+        ("POST", f"/v1/sessions/{sid}/field", {"points": [[1.0, 1.0]]}),
+        ("POST", f"/v1/sessions/{sid}/observations", {"step": 0, "values": [0.0] * D_Y}),
+    ):
+        response = client.request(method, path, json=body)
+        assert response.status_code == 410 and "NaN or inf" in response.json()["detail"], response.text
+    assert client.delete(f"/v1/sessions/{sid}").status_code == 204
+    assert client.get(f"/v1/sessions/{sid}").status_code == 404
