@@ -16,7 +16,9 @@ import httpx
 import numpy as np
 import pytest
 import redis
-from conftest import REDIS_URL
+from conftest import REDIS_URL, AppFactory
+from fastapi.testclient import TestClient
+from helpers import truth_observations
 from processes import ServiceProcess
 
 from service.batcher import MicroBatcher
@@ -214,3 +216,19 @@ def test_a_large_members_query_leaves_memory_bounded(server: str, server_pid: in
             assert answer.status_code == 200 and len(answer.json()["members"]["eta"]) == 200
         grown = _rss_bytes(server_pid) - before
     assert grown < 250 * 1024**2, f"RSS grew by {grown / 1024**2:.0f} MB"
+
+
+def test_a_shed_update_is_429_with_its_predicted_wait(make_app: AppFactory, tiny) -> None:
+    """Through the app: a compute thread measured at 10 s per batch with one batch running predicts a
+    10 s wait, over the 1 s budget; the post gets 429 with Retry-After 10 and the session is unchanged."""
+    with TestClient(make_app(max_queue_wait_ms=1000.0)) as client:
+        sid = client.post("/v1/sessions", json={"model": "tiny"}).json()["session_id"]
+        load = client.app.state.manager.batcher._loads["small"]  # type: ignore[attr-defined]
+        load.seconds_per_batch, load.running = 10.0, 1
+        body = {"step": 0, "values": truth_observations(tiny[1])[0]}
+        response = client.post(f"/v1/sessions/{sid}/observations", json=body)
+        assert response.status_code == 429 and response.headers["Retry-After"] == "10"
+        assert "LDENSF_MAX_QUEUE_WAIT_MS" in response.json()["detail"]
+        load.running = 0
+        assert client.get(f"/v1/sessions/{sid}").json()["step"] == -1
+        assert client.post(f"/v1/sessions/{sid}/observations", json=body).status_code == 200
