@@ -23,6 +23,7 @@ from service.lainr_engine import LainrUpdateInput, assimilate_lainr
 from service.lainr_runtime import LainrRuntime
 from service.metrics import BATCH_SIZE, SESSION_EXPIRED
 from service.middleware import BodyLimit, HTTPMetrics
+from service.openapi import contract_openapi
 from service.routers import bench, fields, health, models, observations, sessions
 from service.runtime import AnyRuntime, load_models
 from service.sessions import SessionManager
@@ -71,19 +72,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = injected or open_store(
         settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s
     )
-    compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ldensf-assimilate")
-    decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ldensf-decode")
+    # small and large work on separate threads: a large post or query never queues a small one
+    executors = {
+        name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ldensf-{name}")
+        for name in ("assimilate", "assimilate-large", "decode", "decode-large")
+    }
     batcher = MicroBatcher(
         functools.partial(run_batch, device=device),
-        compute,
+        executors["assimilate"],
         batch_max=settings.batch_max,
         wait_s=settings.batch_wait_ms / 1e3,
         queue_limit=settings.queue_limit,
+        max_wait_s=settings.max_queue_wait_ms / 1e3,
+        large_executor=executors["assimilate-large"],
+        large_cost=settings.large_update_cost,
         on_batch=lambda model, size: BATCH_SIZE.labels(model).observe(size),
     )
     manager = SessionManager(settings, store, runtimes, batcher)
+    with contextlib.suppress(ServiceError):  # a store that is down now is found out at the first request
+        await manager.store_generation()
     app.state.manager = manager
-    app.state.fields = FieldService(manager, decode)
+    app.state.fields = FieldService(manager, executors["decode"], executors["decode-large"])
     sweeper = asyncio.create_task(_sweep_expired(manager, settings.sweep_interval_s))
     log.info(
         "ldensf service: models %s, store %s, EnSF on %s",
@@ -98,16 +107,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await batcher.close()
-        compute.shutdown(wait=True)
-        decode.shutdown(wait=True)
+        for executor in executors.values():
+            executor.shutdown(wait=True)
         if injected is None:
             await store.close()
 
 
 def _validation_message(err: RequestValidationError) -> str:
+    errors = list(err.errors())
+    # A union field (a list or a mapping) reports each branch; the branch of the wrong type says nothing.
+    telling = [e for e in errors if not (e["type"] in ("dict_type", "list_type") and _branch(e["loc"]))]
     parts = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"] if p != "body") or "body"
+    for e in telling or errors:
+        where = ".".join(str(p) for p in e["loc"] if p != "body" and not _branch((p,))) or "body"
         got = e.get("input")
         shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f" (got {str(got)[:40]})"
         parts.append(f"{where}: {e['msg']}{shown}")
@@ -116,6 +128,11 @@ def _validation_message(err: RequestValidationError) -> str:
         + "; ".join(parts[:10])
         + (f"; and {len(parts) - 10} more" if len(parts) > 10 else "")
     )
+
+
+def _branch(loc: Sequence[object]) -> bool:
+    """A location part that names a branch of a union (``list[...]``, ``dict[...]``)."""
+    return any(isinstance(p, str) and "[" in p for p in loc)
 
 
 def create_app(settings: Settings | None = None, store: SessionStore | None = None) -> FastAPI:
@@ -128,6 +145,8 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
         summary="LD-EnSF data assimilation as a service",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # a redirect to the path with(out) the slash would be built from the client's Host header
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.injected_store = store
@@ -152,6 +171,12 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
         app.include_router(router)
     if settings.bench_endpoints:
         app.include_router(bench.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.openapi = contract_openapi(app, api_keys=bool(settings.api_key_list))  # type: ignore[method-assign]
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(HTTPMetrics)
     return app

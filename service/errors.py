@@ -28,6 +28,12 @@ class Conflict(ServiceError):
     status = 409
 
 
+class StateLost(ServiceError):
+    """The session existed, but the store lost its data since (410)."""
+
+    status = 410
+
+
 class TooLarge(ServiceError):
     status = 413
 

@@ -10,6 +10,7 @@ query does not hold up assimilation.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import math
 import time
@@ -21,16 +22,20 @@ import numpy as np
 from models.lainr_bundle import LainrManifest
 from service.errors import BadInput, TooLarge
 from service.metrics import FIELD_QUERY_DURATION
+from service.quotas import history_steps
 from service.runtime import AnyRuntime
 from service.schemas import FieldQuery
 from service.sessions import SessionManager
 from service.state import SessionState, ensemble_field
 
+MAX_STEP = 2**53  # steps are counted in JSON numbers: beyond this an integer is no longer exact
+
 
 class FieldService:
-    def __init__(self, manager: SessionManager, executor: Executor) -> None:
+    def __init__(self, manager: SessionManager, executor: Executor, large_executor: Executor) -> None:
         self.manager = manager
         self.executor = executor
+        self.large_executor = large_executor
 
     def _resolve_step(self, runtime: AnyRuntime, step: int | None, time_s: float | None) -> int | None:
         if step is not None and time_s is not None:
@@ -38,6 +43,8 @@ class FieldService:
         if time_s is None:
             return step
         dt = runtime.manifest.time_per_step_s
+        if time_s / dt > MAX_STEP:
+            raise BadInput(f"time {time_s} s is beyond any step of model {runtime.name!r} ({dt} s per step)")
         nearest = round(time_s / dt)
         if not math.isclose(nearest * dt, time_s, rel_tol=0, abs_tol=1e-3 * dt):
             raise BadInput(
@@ -60,7 +67,8 @@ class FieldService:
         if raw is None:
             raise BadInput(
                 f"step {step} is no longer stored: this server keeps the last "
-                f"{self.manager.settings.history_steps} steps (LDENSF_HISTORY_STEPS)"
+                f"{history_steps(self.manager.settings, state.meta.ensemble_size, state.ensemble.shape[1])} "
+                "steps of this session (LDENSF_HISTORY_STEPS, LDENSF_MAX_HISTORY_BYTES)"
             )
         state.ensemble = np.frombuffer(raw, dtype=np.float32).reshape(state.meta.ensemble_size, -1)
         return state, step
@@ -100,8 +108,12 @@ class FieldService:
 
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        decoded = await loop.run_in_executor(self.executor, _decode, runtime, state.ensemble, xi, method)
+        values = members * len(query.points)
+        executor = self.large_executor if values >= settings.large_query_values else self.executor
+        chunk = max(1, settings.decode_chunk_values // members)
         index = [runtime.manifest.channels.index(c) for c in channels]
+        work = functools.partial(_decode_stats, runtime, state.ensemble, xi, method, chunk, set(stats), index)
+        arrays = await loop.run_in_executor(executor, work)
         answer: dict[str, Any] = {
             "step": step,
             "time_s": step * runtime.manifest.time_per_step_s,
@@ -109,18 +121,8 @@ class FieldService:
             "channels": channels,
             "n_points": len(query.points),
         }
-        if "mean" in stats:
-            mean = decoded.mean(axis=0)
-            answer["mean"] = {
-                c: np.ascontiguousarray(mean[:, j]) for c, j in zip(channels, index, strict=True)
-            }
-        if "std" in stats:
-            std = decoded.std(axis=0, ddof=1)
-            answer["std"] = {c: np.ascontiguousarray(std[:, j]) for c, j in zip(channels, index, strict=True)}
-        if "members" in stats:
-            answer["members"] = {
-                c: np.ascontiguousarray(decoded[:, :, j]) for c, j in zip(channels, index, strict=True)
-            }
+        for stat, per_channel in arrays.items():
+            answer[stat] = dict(zip(channels, per_channel, strict=True))
         FIELD_QUERY_DURATION.labels(runtime.name, method).observe(time.perf_counter() - started)
         return answer
 
@@ -137,11 +139,45 @@ class FieldService:
         )
 
 
-def _decode(runtime: AnyRuntime, ensemble: np.ndarray, xi: np.ndarray, method: str) -> np.ndarray:
+def _decode(
+    runtime: AnyRuntime, ensemble: np.ndarray, xi: np.ndarray, method: str, chunk_points: int | None = None
+) -> np.ndarray:
+    """Decode at ``chunk_points`` points at a time into one array: the graph's intermediate tensors
+    (members x points x width) stay bounded, and the memory they took is reused, not grown."""
     latents = runtime.latents(ensemble)
     if method == "latent-mean":
         latents = latents.mean(axis=0, keepdims=True)
-    return runtime.decode(latents, xi)
+    if chunk_points is None or len(xi) <= chunk_points:
+        return runtime.decode(latents, xi)
+    first = runtime.decode(latents, xi[:chunk_points])
+    out = np.empty((first.shape[0], len(xi), first.shape[2]), dtype=first.dtype)
+    out[:, :chunk_points] = first
+    for start in range(chunk_points, len(xi), chunk_points):
+        out[:, start : start + chunk_points] = runtime.decode(latents, xi[start : start + chunk_points])
+    return out
+
+
+def _decode_stats(
+    runtime: AnyRuntime,
+    ensemble: np.ndarray,
+    xi: np.ndarray,
+    method: str,
+    chunk_points: int,
+    stats: set[str],
+    index: list[int],
+) -> dict[str, list[np.ndarray]]:
+    """Decode and reduce in the executor's thread, so the event loop never does a query's arithmetic."""
+    decoded = _decode(runtime, ensemble, xi, method, chunk_points)
+    arrays: dict[str, list[np.ndarray]] = {}
+    if "mean" in stats:
+        mean = decoded.mean(axis=0)
+        arrays["mean"] = [np.ascontiguousarray(mean[:, j]) for j in index]
+    if "std" in stats:
+        std = decoded.std(axis=0, ddof=1)
+        arrays["std"] = [np.ascontiguousarray(std[:, j]) for j in index]
+    if "members" in stats:
+        arrays["members"] = [np.ascontiguousarray(decoded[:, :, j]) for j in index]
+    return arrays
 
 
 def picture_grid(runtime: AnyRuntime, default_points: int = 100) -> tuple[np.ndarray, np.ndarray]:

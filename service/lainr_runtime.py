@@ -17,6 +17,13 @@ import numpy as np
 from models.bundle import Device
 from models.lainr_bundle import LainrBundle, LainrManifest, load_lainr_bundle
 from service.errors import BadInput
+from service.runtime import as_point_array
+
+# The numeric domain of a post, wide enough for any real observation and narrow enough that the filters'
+# float32 and float64 arithmetic stays finite (a noise of 1e-9 of the std underflows; 1e-6 does not).
+MIN_NOISE_LEVEL = 1e-4
+MAX_NOISE_LEVEL = 10.0
+MAX_VALUE_STDS = 1e6
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class PointObservations:
 def check_points(points: Sequence[Sequence[float]] | np.ndarray, what: str = "points") -> np.ndarray:
     """(P, 2) [latitude, longitude] in degrees, latitude in [-90, 90] and longitude in [-180, 360]
     (wrapped to [0, 360)); float32. Anything else is a :class:`BadInput` saying which point is wrong."""
-    array = np.asarray(points, dtype=np.float64)
+    array = as_point_array(points, "[lat, lon]")
     if array.ndim != 2 or array.shape[1] != 2:
         raise BadInput(f"{what} must be a list of [lat, lon] pairs in degrees (got shape {array.shape})")
     finite = np.isfinite(array).all(axis=1)
@@ -108,11 +115,11 @@ class LainrRuntime:
         attributes); noise std = noise_level (relative to the channel's std) x channel std."""
         m = self.manifest
         level = m.filter_defaults.noise_level if noise_level is None else noise_level
-        if not level > 0:
+        if not MIN_NOISE_LEVEL <= level <= MAX_NOISE_LEVEL:
             raise BadInput(
-                f"noise_level must be > 0 for model {self.name!r} (a LAINR model: the filter needs the "
-                f"observation error); post e.g. {m.filter_defaults.noise_level} (relative to each "
-                "channel's std)"
+                f"noise_level {level} is outside [{MIN_NOISE_LEVEL}, {MAX_NOISE_LEVEL}] for model "
+                f"{self.name!r} (a LAINR model: the filter needs the observation error, relative to each "
+                f"channel's std); post e.g. {m.filter_defaults.noise_level}"
             )
         unknown = sorted({o.channel for o in items} - set(m.channels))
         if unknown:
@@ -123,7 +130,15 @@ class LainrRuntime:
         if values.size and not np.isfinite(values).all():
             i = int(np.flatnonzero(~np.isfinite(values))[0])
             raise BadInput(f"observations[{i}].value must be a finite number")
-        std = np.asarray(m.channel_std, dtype=np.float64)[channel] * level
+        channel_std = np.asarray(m.channel_std, dtype=np.float64)[channel]
+        wild = np.flatnonzero(np.abs(values) > MAX_VALUE_STDS * channel_std)
+        if wild.size:
+            i = int(wild[0])
+            raise BadInput(
+                f"observations[{i}].value {values[i]:g} is more than {MAX_VALUE_STDS:g} standard deviations "
+                f"of channel {items[i].channel!r} ({channel_std[i]:g}) from zero: check its units"
+            )
+        std = channel_std * level
         return PointObservations(
             points=points.astype(np.float32),
             channel=channel,

@@ -84,6 +84,11 @@ STORE_UP = Gauge(
     "1 when this process reached its session store at the last scrape or readiness check, else 0.",
     multiprocess_mode="mostrecent",
 )
+STORE_DATA_LOST = Counter(
+    "ldensf_store_data_lost_total",
+    "Times this process found the session store's generation marker replaced: the store lost its data "
+    "(restarted without persistence, or flushed) and every session of the old generation is gone.",
+)
 HTTP_REQUESTS = Counter(
     "ldensf_http_requests_total", "HTTP requests by route template and status.", ["method", "route", "status"]
 )

@@ -30,6 +30,17 @@ def sensor_keys(manifest: Manifest) -> list[str]:
     return [f"{c}:{i}" for c in manifest.sensor_channels for i in range(n_sensors)]
 
 
+def as_point_array(points: Sequence[Sequence[float]] | np.ndarray, form: str) -> np.ndarray:
+    """Points as a float64 array; a ragged list (points of different lengths) is a :class:`BadInput`."""
+    try:
+        return np.asarray(points, dtype=np.float64)
+    except ValueError:
+        lengths = sorted({len(p) for p in points})
+        raise BadInput(
+            f"points must each be {form}; the list mixes points of {lengths} coordinates"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ModelRuntime:
     bundle: Bundle
@@ -130,7 +141,7 @@ class ModelRuntime:
     def query_points(self, points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         """Physical query points (P, d_xi) checked against the domain -> network units, float32."""
         axes = list(self.manifest.domain)
-        array = np.asarray(points, dtype=np.float64)
+        array = as_point_array(points, f"[{', '.join(axes)}]")
         if array.ndim != 2 or array.shape[1] != len(axes):
             raise BadInput(f"points must be a list of [{', '.join(axes)}] pairs (got shape {array.shape})")
         finite = np.isfinite(array).all(axis=1)

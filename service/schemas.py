@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Stored and computed in float32: a larger magnitude would become inf (and two different posts the same).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _within_float32(value: float) -> float:
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{value:g} is beyond float32, the precision of the model: give |x| <= 3.4e38")
+    return value
+
+
+Float32 = Annotated[
+    float,
+    Field(allow_inf_nan=False, json_schema_extra={"minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}),
+    AfterValidator(_within_float32),
+]
 
 
 class _Body(BaseModel):
@@ -69,20 +85,20 @@ class FilterOverrides(_Body):
     method: Literal["etkf-q", "etkf", "enkf", "senkf", "denkf"] | None = Field(
         default=None, description="LAINR models: the latent ensemble Kalman filter (default etkf-q)"
     )
-    eps_a: float | None = Field(default=None, gt=0, le=1)
-    eps_b: float | None = Field(default=None, ge=0, lt=1)
+    eps_a: float | None = Field(default=None, ge=1e-3, le=1)
+    eps_b: float | None = Field(default=None, ge=0, le=0.99)
     n_steps: int | None = Field(default=None, ge=1, le=1000, description="K, reverse-SDE steps")
-    scale: float | None = Field(default=None, gt=0, le=1e6)
+    scale: float | None = Field(default=None, ge=1e-3, le=1e6)
     prior_score: Literal["paired", "mixture"] | None = None
     damping: bool | None = None
-    inflation: float | None = Field(default=None, gt=0, le=10)
+    inflation: float | None = Field(default=None, ge=0.01, le=10)
     rtps: float | None = Field(default=None, ge=0, le=1)
     param_random_walk: float | None = Field(
         default=None, ge=0, le=1, description="std in scaled units [-1, 1]"
     )
     latent_noise_factor: float | None = Field(
         default=None,
-        gt=0,
+        ge=1e-3,
         le=100,
         description="the update's observation std = calibrated latent noise x this; default the bundle's "
         "(1 / scale when it has none)",
@@ -109,7 +125,7 @@ class SessionCreate(_Body):
     ensemble_size: int | None = Field(default=None, ge=2, description="N; default: the bundle's")
     seed: int | None = Field(default=None, ge=0, lt=2**63, description="default: random")
     filter: FilterOverrides = Field(default_factory=FilterOverrides)
-    parameter_prior: dict[str, tuple[Finite, Finite]] | None = Field(
+    parameter_prior: dict[str, tuple[Float32, Float32]] | None = Field(
         default=None, description="uniform prior bounds per parameter (physical units, within the model's)"
     )
 
@@ -161,10 +177,10 @@ class SessionInfo(BaseModel):
 
 
 class PointObservation(_Body):
-    lat: Finite = Field(description="latitude in degrees, -90..90")
-    lon: Finite = Field(description="longitude in degrees, 0..360 (or -180..180)")
+    lat: Float32 = Field(description="latitude in degrees, -90..90")
+    lon: Float32 = Field(description="longitude in degrees, 0..360 (or -180..180)")
     channel: str = Field(min_length=1, max_length=100)
-    value: Finite = Field(description="physical units of the channel")
+    value: Float32 = Field(description="physical units of the channel")
 
 
 class ObservationPost(_Body):
@@ -184,7 +200,7 @@ class ObservationPost(_Body):
     )
 
     step: int = Field(ge=0, description="0 for the first observation, then 1, 2, ... in order")
-    values: list[Finite] | dict[str, Finite] | None = Field(
+    values: list[Float32] | dict[str, Float32] | None = Field(
         default=None,
         description="LD-EnSF models: d_y physical sensor values in the model's observation order, or a "
         "mapping '<channel>:<sensor index>' -> value holding every sensor",
@@ -197,6 +213,7 @@ class ObservationPost(_Body):
     noise_level: Finite | None = Field(
         default=None,
         ge=0,
+        le=10,
         description="relative observation noise (0.05 = 5 %); default 0 for LD-EnSF models, the bundle's "
         "default (0.1 of each channel's std) for LAINR models",
     )
@@ -215,7 +232,10 @@ class Diagnostics(BaseModel):
     spread: float = Field(description="RMS over latent dimensions of the analysis member std")
     innovation: float = Field(description="RMS of (encoded observation - forecast mean) / latent noise")
     batch_size: int = Field(description="sessions assimilated in the same batched call")
-    n_observations: int | None = Field(default=None, description="LAINR models: observations assimilated")
+    # absent, never null, when not applicable (as every optional field of an answer)
+    n_observations: int | SkipJsonSchema[None] = Field(
+        default=None, description="LAINR models: observations assimilated"
+    )
 
 
 class ObservationResult(BaseModel):
@@ -294,9 +314,9 @@ class FieldAnswer(BaseModel):
     method: str
     channels: list[str]
     n_points: int
-    mean: dict[str, list[float]] | None = None
-    std: dict[str, list[float]] | None = None
-    members: dict[str, list[list[float]]] | None = None
+    mean: dict[str, list[float]] | SkipJsonSchema[None] = None
+    std: dict[str, list[float]] | SkipJsonSchema[None] = None
+    members: dict[str, list[list[float]]] | SkipJsonSchema[None] = None
 
 
 class ErrorAnswer(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import secrets
 import struct
 import time
@@ -20,13 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.batcher import MicroBatcher
+from service.batcher import MicroBatcher, update_cost
 from service.engine import UpdateInput, UpdateOutput, effective_filter, ensf_config, noise_factor
-from service.errors import BadInput, Conflict, NotFound, ServiceError
+from service.errors import BadInput, Conflict, NotFound, ServiceError, StateLost, TooLarge
 from service.lainr_engine import LainrUpdateInput, lainr_filter
 from service.lainr_runtime import LainrRuntime
 from service.locks import KeyedLocks
-from service.metrics import ENSEMBLE_SPREAD, OBSERVATIONS, UPDATE_DURATION
+from service.metrics import ENSEMBLE_SPREAD, OBSERVATIONS, STORE_DATA_LOST, UPDATE_DURATION
+from service.quotas import Quotas, history_steps, session_bytes
 from service.runtime import AnyRuntime, ModelRuntime
 from service.schemas import ObservationPost, SessionCreate
 from service.settings import Settings
@@ -39,8 +41,19 @@ from service.state import (
     result_field,
 )
 from service.stores import SessionStore, session_key
+from service.stores.base import GENERATION_CHARS
+
+log = logging.getLogger("ldensf.service")
 
 SESSION_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+# A session id: the store generation it was created in, a tag of its model (so that errors during a
+# store outage are counted under the model), then 144 random bits.
+MODEL_TAG_CHARS = 4
+SESSION_ID_LENGTH = GENERATION_CHARS + MODEL_TAG_CHARS + 32
+
+
+def model_tag(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:MODEL_TAG_CHARS]
 
 
 def parameter_summary(runtime: AnyRuntime, ensemble: np.ndarray) -> dict[str, dict[str, float]]:
@@ -71,6 +84,10 @@ class SessionManager:
         self.models = models
         self.batcher = batcher
         self.locks = KeyedLocks()
+        self.quotas = Quotas(settings, store)
+        self.generation: str | None = None  # the store generation this process last saw
+        self.data_lost_at: float | None = None  # when this process saw the store lose its data
+        self._model_by_tag = {model_tag(name): name for name in models}
 
     # ------------------------------------------------------------------------------ lookups
 
@@ -90,12 +107,50 @@ class SessionManager:
             "created them); create a new one with POST /v1/sessions"
         )
 
-    async def load(self, tenant: str, session_id: str, extra: tuple[str, ...] = ()) -> SessionState:
+    async def store_generation(self) -> str:
+        """The store's generation marker; a change since the last look means the store lost its data."""
+        current = await self.store.generation()
+        if self.generation is not None and current != self.generation:
+            STORE_DATA_LOST.inc()
+            self.data_lost_at = time.time()
+            log.error(
+                "the session store lost its data: generation %s replaced by %s (a Redis restart without "
+                "persistence, or a flush); sessions created before are gone",
+                self.generation,
+                current,
+            )
+        self.generation = current
+        return current
+
+    def model_hint(self, session_id: str) -> str:
+        """The model a session id was created for, read from the id alone (no store access)."""
+        if len(session_id) != SESSION_ID_LENGTH:
+            return "unknown"
+        return self._model_by_tag.get(session_id[GENERATION_CHARS:][:MODEL_TAG_CHARS], "unknown")
+
+    async def missing(self, session_id: str) -> ServiceError:
+        """404 for an id the store does not hold, 410 when it was created in an earlier store generation."""
+        if self.model_hint(session_id) != "unknown":
+            generation = await self.store_generation()
+            created_in = session_id[:GENERATION_CHARS]
+            if created_in != generation:
+                return StateLost(
+                    f"session {session_id!r} was lost: the session store lost its data after the session "
+                    f"was created (store generation {created_in}, now {generation}: a Redis restart "
+                    "without persistence, or a flush). Its state cannot be recovered; create a new "
+                    "session with POST /v1/sessions and post from step 0"
+                )
+        return self.not_found(session_id)
+
+    async def load(
+        self, tenant: str, session_id: str, extra: tuple[str, ...] = (), *, usable: bool = True
+    ) -> SessionState:
+        """The stored session; with ``usable``, 410 for one whose state is not finite."""
         if not (0 < len(session_id) <= 64 and set(session_id) <= SESSION_ID_CHARS):
             raise self.not_found(session_id)
         found = await self.store.read(self.key(tenant, session_id), [*STATE_FIELDS, *extra])
         if found is None:
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
         version, values = found
         state = SessionState.from_fields(version, values[: len(STATE_FIELDS)])
         state.extra = {
@@ -103,6 +158,13 @@ class SessionManager:
             for name, value in zip(extra, values[len(STATE_FIELDS) :], strict=True)
             if value is not None
         }
+        if usable and not all(np.isfinite(a).all() for a in (state.ensemble, state.h, state.c)):
+            # only a release before the guard in _store_update could have written it
+            raise StateLost(
+                f"session {session_id!r} cannot continue: its stored state holds NaN or inf, written by "
+                "an older release of this service (settings now outside their domains); delete it and "
+                "create a new session with POST /v1/sessions"
+            )
         return state
 
     def runtime_of(self, meta: SessionMeta) -> AnyRuntime:
@@ -174,9 +236,12 @@ class SessionManager:
             # LDNet latents start at s = 0 (the first stored latent is one step in); all spread is in u.
             ensemble = np.concatenate([np.zeros((size, m.d_s)), runtime.scale_params(u)], axis=1)
             lstm = np.zeros((m.graphs.encoder_layers, m.graphs.encoder_hidden), dtype=np.float32)
+        size_bytes = session_bytes(self.settings, size, ensemble.shape[1], lstm.size)
+        await self.quotas.admit_session(tenant, size_bytes)
         now = time.time()
+        generation = await self.store_generation()
         for _ in range(3):
-            session_id = secrets.token_urlsafe(24)
+            session_id = generation + model_tag(runtime.name) + secrets.token_urlsafe(24)
             meta = SessionMeta(
                 session_id=session_id,
                 model=runtime.name,
@@ -192,6 +257,7 @@ class SessionManager:
             state = SessionState(meta, 0, ensemble.astype(np.float32), lstm, lstm, generator_state(generator))
             key = self.key(tenant, session_id)
             if await self.store.create(key, runtime.name, state.fields(), self.settings.session_ttl_s):
+                await self.quotas.created(tenant, session_id, size_bytes)
                 return self.info(state)
         raise RuntimeError("could not find an unused session id")  # 2^-144 collisions, three times
 
@@ -221,9 +287,12 @@ class SessionManager:
         return result
 
     async def delete(self, tenant: str, session_id: str) -> None:
-        state = await self.load(tenant, session_id)
+        state = await self.load(tenant, session_id, usable=False)
         if not await self.store.delete(self.key(tenant, session_id), state.meta.model):
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
+        meta = state.meta
+        size = session_bytes(self.settings, meta.ensemble_size, state.ensemble.shape[1], state.h.size)
+        await self.quotas.deleted(tenant, session_id, size)
 
     # ------------------------------------------------------------------------------ observations
 
@@ -233,14 +302,22 @@ class SessionManager:
         """Assimilate ``body``; returns (answer, replayed)."""
         started = time.perf_counter()
         key = self.key(tenant, session_id)
-        model = "unknown"
+        model = self.model_hint(session_id)
         try:
+            self.quotas.admit_update(tenant)
             async with self.locks.hold(key):
                 with self.batcher.expecting():
                     state = await self.load(tenant, session_id)
                     model = state.meta.model
                     runtime = self.runtime_of(state.meta)
                     item, digest = self._update_input(runtime, state, body)
+                    cost = update_cost(item)
+                    if cost > self.settings.max_update_cost:
+                        raise TooLarge(
+                            f"this update costs {cost} member evaluations (members x observations), "
+                            f"over this server's limit of {self.settings.max_update_cost} "
+                            "(LDENSF_MAX_UPDATE_COST): post fewer observations per step"
+                        )
                     if body.step <= state.meta.step:
                         answer = await self._replay(key, session_id, state.meta.step, body.step, digest)
                         OBSERVATIONS.labels(model, "replayed").inc()
@@ -250,7 +327,16 @@ class SessionManager:
                             f"step {body.step} skips ahead: session {session_id!r} expects step "
                             f"{state.meta.step + 1} next (steps are assimilated in order)"
                         )
-                output = await self.batcher.submit(runtime, item)
+                try:
+                    output = await self.batcher.submit(runtime, item)
+                except (ValueError, torch.linalg.LinAlgError) as err:
+                    # the filters' own checks (the batcher ran this item alone): the numbers of this
+                    # session and post, not the server, are at fault
+                    raise BadInput(
+                        f"step {body.step} could not be assimilated with this observation and session "
+                        f"{session_id!r}'s filter settings {state.meta.filter} ({err}); nothing was stored. "
+                        "Post it with a larger noise_level, or create a session with other filter settings"
+                    ) from None
                 answer, replayed = await self._store_update(
                     key, session_id, state, runtime, body.step, output, digest
                 )
@@ -311,11 +397,12 @@ class SessionManager:
     ) -> dict[str, Any]:
         found = await self.store.read(key, [result_field(step)])
         if found is None:
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
         raw = found[1][0]
         if raw is None:
             raise Conflict(
-                f"step {step} is older than the {self.settings.history_steps} steps this server keeps; "
+                f"step {step} is older than the steps this server keeps for a session (at most "
+                f"{self.settings.history_steps}, LDENSF_HISTORY_STEPS, within LDENSF_MAX_HISTORY_BYTES); "
                 f"session {session_id!r} expects step {current + 1} next"
             )
         stored = json.loads(raw)
@@ -339,6 +426,7 @@ class SessionManager:
     ) -> tuple[dict[str, Any], bool]:
         model = runtime.name
         ensemble = output.ensemble.astype(np.float32)
+        _refuse_non_finite(session_id, step, state.meta.filter, ensemble, output)
         spread = float(np.sqrt(ensemble.var(axis=0, ddof=1).mean()))
         answer: dict[str, Any] = {
             "step": step,
@@ -356,7 +444,7 @@ class SessionManager:
         fields = new_state.fields()
         fields[ensemble_field(step)] = fields["ensemble"]
         fields[result_field(step)] = json.dumps({"digest": digest, "answer": answer}).encode()
-        old = step - self.settings.history_steps
+        old = step - history_steps(self.settings, ensemble.shape[0], ensemble.shape[1])
         delete = [ensemble_field(old), result_field(old)] if old >= 0 else []
 
         started = time.perf_counter()
@@ -365,7 +453,7 @@ class SessionManager:
         )
         store_s = time.perf_counter() - started
         if written is None:
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
         if not written:
             # Another process advanced this session meanwhile: answer as a re-post would.
             return await self._after_lost_race(key, session_id, step, digest), True
@@ -379,11 +467,25 @@ class SessionManager:
     async def _after_lost_race(self, key: str, session_id: str, step: int, digest: str) -> dict[str, Any]:
         found = await self.store.read(key, ["meta"])
         if found is None or found[1][0] is None:
-            raise self.not_found(session_id)
+            raise await self.missing(session_id)
         current = SessionMeta.from_bytes(found[1][0]).step
         if current < step:
             raise Conflict(f"session {session_id!r} changed while step {step} was assimilated; post it again")
         return await self._replay(key, session_id, current, step, digest)
+
+
+def _refuse_non_finite(
+    session_id: str, step: int, settings: dict[str, Any], ensemble: np.ndarray, output: UpdateOutput
+) -> None:
+    """A last guard: an update that produced NaN or inf is never stored (the session stays as it was)."""
+    arrays = (ensemble, output.h, output.c, np.array([output.innovation]))
+    if all(np.isfinite(a).all() for a in arrays) and np.isfinite(ensemble.var(axis=0, ddof=1)).all():
+        return
+    raise BadInput(
+        f"step {step} gave non-finite numbers with this observation and session {session_id!r}'s filter "
+        f"settings {settings}; nothing was stored. Post the step again with a larger noise_level or "
+        "values nearer the model's range, or create a session with other filter settings"
+    )
 
 
 def _outcome(err: ServiceError) -> str:
@@ -409,7 +511,7 @@ async def store_roundtrip(manager: SessionManager, tenant: str, session_id: str)
         fields = SessionState(meta, state.version + 1, state.ensemble, state.h, state.c, state.rng).fields()
         fields[ensemble_field(step)] = fields["ensemble"]
         fields[result_field(step)] = json.dumps({"digest": "0" * 64, "answer": answer}).encode()
-        old = step - manager.settings.history_steps
+        old = step - history_steps(manager.settings, state.ensemble.shape[0], state.ensemble.shape[1])
         delete = [ensemble_field(old), result_field(old)] if old >= 0 else []
         written = await manager.store.compare_and_set(
             key, runtime.name, state.version, fields, manager.settings.session_ttl_s, delete

@@ -60,9 +60,21 @@ def serve_command(
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiproc_dir = tempfile.mkdtemp(prefix="ldensf-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    from service.settings import Settings
+
+    settings = Settings()
     try:
         uvicorn.run(
-            "service.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level
+            "service.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            # h11, not httptools: h11 caps the request line and headers (httptools read an 8 MB header)
+            http="h11",
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+            timeout_keep_alive=5,
         )
     finally:
         if multiproc_dir:

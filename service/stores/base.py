@@ -4,6 +4,7 @@ every write. A store also counts the live sessions of each model and the session
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
@@ -13,6 +14,14 @@ Fields = Mapping[str, bytes]
 def session_key(prefix: str, tenant: str, session_id: str) -> str:
     # The hash tag covers tenant and session, so a Redis Cluster spreads sessions over slots.
     return f"{prefix}:{{{tenant}:{session_id}}}"
+
+
+GENERATION_CHARS = 8
+
+
+def new_generation() -> str:
+    """A generation token: letters and digits only, so it can start a session id."""
+    return secrets.token_hex(GENERATION_CHARS // 2)
 
 
 class SessionStore(ABC):
@@ -49,6 +58,27 @@ class SessionStore(ABC):
     async def sweep_expired(self, models: Sequence[str]) -> int:
         """Forget expired sessions in the per-model counts; returns how many expired since the last sweep
         (each counted once, whichever process sweeps)."""
+
+    @abstractmethod
+    async def index_members(self, index: str) -> dict[str, float]:
+        """A scored index (a sorted set): member -> score."""
+
+    @abstractmethod
+    async def index_put(self, index: str, members: Mapping[str, float]) -> None:
+        """Add members to an index, or move their scores."""
+
+    @abstractmethod
+    async def index_remove(self, index: str, members: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    async def exists(self, keys: Sequence[str]) -> list[bool]:
+        """Whether each session key is stored (and not expired)."""
+
+    @abstractmethod
+    async def generation(self) -> str:
+        """The store's generation marker: a random token written once into an empty store and kept
+        for as long as the store keeps its data. A store that lost its data (restarted without
+        persistence, flushed) answers a new token, so sessions of the old generation are known lost."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -6,10 +6,10 @@ other worker processes, so ``ldensf serve --workers`` needs Redis)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from service.stores.base import Fields, SessionStore
+from service.stores.base import Fields, SessionStore, new_generation
 
 
 @dataclass
@@ -23,6 +23,8 @@ class MemoryStore(SessionStore):
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         self._expired_unswept: list[str] = []
+        self._generation = new_generation()  # the embedded store's data lives as long as this object
+        self._indexes: dict[str, dict[str, float]] = {}
 
     def _live(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)
@@ -78,6 +80,22 @@ class MemoryStore(SessionStore):
         count = len(self._expired_unswept)
         self._expired_unswept.clear()
         return count
+
+    async def index_members(self, index: str) -> dict[str, float]:
+        return dict(self._indexes.get(index, {}))
+
+    async def index_put(self, index: str, members: Mapping[str, float]) -> None:
+        self._indexes.setdefault(index, {}).update(members)
+
+    async def index_remove(self, index: str, members: Sequence[str]) -> None:
+        for member in members:
+            self._indexes.get(index, {}).pop(member, None)
+
+    async def exists(self, keys: Sequence[str]) -> list[bool]:
+        return [self._live(key) is not None for key in keys]
+
+    async def generation(self) -> str:
+        return self._generation
 
     async def ping(self) -> None:
         return None

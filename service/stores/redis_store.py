@@ -10,14 +10,14 @@ raised as :class:`service.errors.StoreUnavailable` (answered 503).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from service.errors import StoreUnavailable
-from service.stores.base import Fields, SessionStore
+from service.stores.base import Fields, SessionStore, new_generation
 
 T = TypeVar("T")
 
@@ -41,6 +41,10 @@ return 1
 """
 
 _FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError, OSError)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisStore(SessionStore):
@@ -146,6 +150,42 @@ class RedisStore(SessionStore):
             return removed
 
         return await self._call("sweep", run)
+
+    async def index_members(self, index: str) -> dict[str, float]:
+        async def run() -> dict[str, float]:
+            pairs: list[Any] = await self.client.zrange(index, 0, -1, withscores=True)
+            return {_text(pair[0]): float(pair[1]) for pair in pairs}
+
+        return await self._call("index", run)
+
+    async def index_put(self, index: str, members: Mapping[str, float]) -> None:
+        if members:
+            await self._call("index", lambda: self.client.zadd(index, dict(members)))
+
+    async def index_remove(self, index: str, members: Sequence[str]) -> None:
+        if members:
+            await self._call("index", lambda: self.client.zrem(index, *list(members)))
+
+    async def exists(self, keys: Sequence[str]) -> list[bool]:
+        async def run() -> list[bool]:
+            # one EXISTS per key: the keys hash to different cluster slots
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(key)
+                return [bool(n) for n in await pipe.execute()]
+
+        return await self._call("exists", run)
+
+    async def generation(self) -> str:
+        async def run() -> str:
+            # SET NX: of the processes that find the marker gone, the first one's token is everyone's.
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(f"{self.prefix}:generation", new_generation(), nx=True)
+                pipe.get(f"{self.prefix}:generation")
+                _, token = await pipe.execute()
+            return token.decode() if isinstance(token, bytes) else str(token)
+
+        return await self._call("generation", run)
 
     async def ping(self) -> None:
         await self._call("ping", self.client.ping)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
 import numpy as np
 import torch
+from fastapi import FastAPI
 from tiny_model import PARAM_BOUNDS, STEPS, physical_observations, scale_params, trajectories
 
 from models.ldnet import LDNet
@@ -25,3 +30,13 @@ def truth_observations(
 
 def prior_width() -> np.ndarray:
     return np.array([hi - lo for lo, hi in PARAM_BOUNDS])
+
+
+@asynccontextmanager
+async def async_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An app with its lifespan and an httpx client on it: requests gathered in one event loop run
+    concurrently (micro-batches form), unlike TestClient calls."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,7 +226,10 @@ def test_wrong_forms_for_the_model_kind(api: TestClient) -> None:
     point = {"lat": 0.0, "lon": 0.0, "channel": "height", "value": 1.0}
     cases = [
         ({"step": 0, "values": [1.0, 2.0]}, "is a LAINR model: post 'observations'"),
-        ({"step": 0, "observations": [point], "noise_level": 0.0}, "noise_level must be > 0"),
+        (
+            {"step": 0, "observations": [point], "noise_level": 0.0},
+            "noise_level 0.0 is outside [0.0001, 10.0]",
+        ),
         ({"step": 0, "observations": [point], "values": [1.0]}, "give exactly one of 'values'"),
     ]
     for body, fragment in cases:
@@ -300,3 +305,123 @@ def test_bundle_check_explains_a_broken_lainr_bundle(lainr_bundle: Path, tmp_pat
     assert "model_error must be a symmetric positive semi-definite covariance" in problems
     assert f"prior.std has {d - 1} entries, expected d_z = {d}" in problems
     assert "decoder.onnx: size" in problems and "tampered" in problems
+
+
+@pytest.mark.parametrize(
+    ("noise", "value", "fragment"),
+    [
+        (1e-40, 1.0, "noise_level 1e-40 is outside [0.0001"),
+        (1e-300, 1.0, "noise_level 1e-300 is outside [0.0001"),
+        (1e40, 1.0, "noise_level"),
+        (0.1, 1e39, "beyond float32"),
+        (0.1, 1e300, "beyond float32"),
+        (0.1, 1e20, "standard deviations"),
+    ],
+)
+def test_numbers_outside_the_domain_are_refused(
+    api: TestClient, noise: float, value: float, fragment: str
+) -> None:
+    """Issue 15: these used to leave NaN in the session (noise 1e-40) or answer 500; now 422, the
+    session untouched."""
+    sid = create(api)
+    point = {"lat": 10.0, "lon": 20.0, "channel": "height", "value": value}
+    response = api.post(
+        f"/v1/sessions/{sid}/observations", json={"step": 0, "observations": [point], "noise_level": noise}
+    )
+    assert response.status_code == 422 and fragment in response.json()["detail"], response.text
+    assert api.get(f"/v1/sessions/{sid}").json()["step"] == -1
+
+
+@pytest.mark.parametrize("method", ["etkf-q", "etkf", "enkf", "senkf", "denkf"])
+def test_the_edges_of_the_domain_stay_finite(api: TestClient, runtime: LainrRuntime, method: str) -> None:
+    """The smallest and largest noise level, observations far from the field (1e5 channel stds): every
+    filter gives finite state."""
+    sid = create(api, ensemble_size=6, filter={"method": method})
+    std = runtime.manifest.channel_std
+    lat = np.linspace(-80, 80, 20)
+    for step, noise in enumerate((1e-4, 10.0, 1e-4)):
+        observations = [
+            {"lat": float(a), "lon": 15.0 * i, "channel": c, "value": (-1) ** i * 1e5 * std[k]}
+            for i, a in enumerate(lat)
+            for k, c in enumerate(runtime.manifest.channels)
+        ]
+        answer = api.post(
+            f"/v1/sessions/{sid}/observations",
+            json={"step": step, "observations": observations, "noise_level": noise},
+        )
+        assert answer.status_code == 200, answer.text
+        assert "null" not in answer.text
+    field = api.post(f"/v1/sessions/{sid}/field", json={"points": [[0.0, 0.0]], "stats": ["mean", "std"]})
+    assert field.status_code == 200 and "null" not in field.text
+
+
+def test_a_large_lainr_post_does_not_hold_up_small_posts(
+    mixed_model_dir: Path, runtime: LainrRuntime, redis_server: str, prefix: str, tmp_path: Path
+) -> None:
+    """Issue 15, finding 6, over real HTTP: while a 40,000-observation LAINR post is assimilated (on the
+    large-work thread), posts of a small LD-EnSF session answer in a fraction of its time (old code: one
+    compute thread, they waited behind it)."""
+    import httpx
+    from processes import ServiceProcess
+    from tiny_model import D_Y
+
+    rng = np.random.default_rng(4)
+    z = twin_truth(runtime, 1)[0]
+    big = observations_of(runtime, z, 40_000, 0.05, rng)  # about 3 MB, under the 4 MB body limit
+    with (
+        ServiceProcess(mixed_model_dir, tmp_path / "serve.log", redis_server, prefix) as server,
+        httpx.Client(base_url=server.url, timeout=300) as client,
+    ):
+
+        def large_post() -> float:
+            sid = client.post("/v1/sessions", json={"model": NAME, "ensemble_size": 32}).json()
+            begun = time.perf_counter()
+            body = {"step": 0, "observations": big, "noise_level": 0.05}
+            answer = client.post(f"/v1/sessions/{sid['session_id']}/observations", json=body)
+            assert answer.status_code == 200, answer.text
+            return time.perf_counter() - begun
+
+        alone = large_post()
+        small = client.post("/v1/sessions", json={"model": "tiny"}).json()["session_id"]
+        during: list[float] = []
+        thread = threading.Thread(target=lambda: during.append(large_post()))
+        started = time.perf_counter()
+        thread.start()
+        time.sleep(min(0.5, alone / 4))
+        latencies = []
+        for step in range(5):
+            begun = time.perf_counter()
+            body = {"step": step, "values": [0.1] * D_Y, "noise_level": 0.05}
+            answer = client.post(f"/v1/sessions/{small}/observations", json=body)
+            assert answer.status_code == 200, answer.text
+            latencies.append(time.perf_counter() - begun)
+        small_done = time.perf_counter()
+        thread.join()
+    assert alone > 0.5, alone
+    assert during and during[0] > alone / 2  # the large post did run meanwhile, and succeeded
+    assert max(latencies) < alone / 3, (latencies, alone)
+    assert started < small_done < started + alone  # finished while the large post was still running
+
+
+def test_an_update_over_the_cost_limit_is_413(
+    mixed_model_dir: Path, runtime: LainrRuntime, redis_server: str, prefix: str
+) -> None:
+    """Issue 15, finding 5: 10 members x 101 observations is over a limit of 1000, 100 are not."""
+    settings = Settings(
+        model_dir=mixed_model_dir,
+        redis_url=redis_server,
+        redis_prefix=prefix,
+        device="cpu",
+        max_update_cost=1000,
+    )
+    with TestClient(create_app(settings)) as api:
+        sid = create(api, ensemble_size=10)
+        observations = observations_of(
+            runtime, twin_truth(runtime, 1)[0], 101, 0.05, np.random.default_rng(0)
+        )
+        body = {"step": 0, "observations": observations, "noise_level": 0.05}
+        response = api.post(f"/v1/sessions/{sid}/observations", json=body)
+        assert response.status_code == 413 and "LDENSF_MAX_UPDATE_COST" in response.json()["detail"]
+        assert api.get(f"/v1/sessions/{sid}").json()["step"] == -1
+        body["observations"] = observations[:100]
+        assert api.post(f"/v1/sessions/{sid}/observations", json=body).status_code == 200

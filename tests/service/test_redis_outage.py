@@ -24,8 +24,9 @@ from service.settings import Settings
 
 
 class PrivateRedis:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
         self.directory = directory
+        self.persistent = persistent
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -46,7 +47,7 @@ class PrivateRedis:
                 "--dir",
                 str(self.directory),
                 "--appendonly",
-                "yes",
+                "yes" if self.persistent else "no",
                 "--appendfsync",
                 "always",
                 "--save",
@@ -143,3 +144,62 @@ def test_outage_gives_503_and_the_session_survives(
             == 200
         )
         assert client.get("/readyz").status_code == 200
+
+
+def metric(client: TestClient, name: str, labels: dict[str, str] | None = None) -> float:
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    family = families[name.removesuffix("_total")]
+    return sum(
+        sample.value
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items())
+    )
+
+
+def test_a_store_that_lost_its_data_answers_410(tmp_path: Path, model_dir: Path, tiny) -> None:
+    """Redis restarts without persistence: the session is not "expired" (old code) but lost, 410 with a
+    message that says so; /readyz and ldensf_store_data_lost_total show it; errors during the outage
+    are counted under the session's model, not "unknown"."""
+    server = PrivateRedis(tmp_path, persistent=False)
+    server.start()
+    obs = truth_observations(tiny[1])
+    settings = Settings(model_dir=model_dir, redis_url=server.url, device="cpu", redis_timeout_s=0.5)
+    try:
+        with TestClient(create_app(settings)) as client:
+            sid = client.post("/v1/sessions", json={"model": "tiny", "seed": 4}).json()["session_id"]
+            post = {"step": 0, "values": obs[0]}
+            assert client.post(f"/v1/sessions/{sid}/observations", json=post).status_code == 200
+            first = client.get("/readyz").json()
+            assert first["store_data_lost_at"] is None
+            lost_before = metric(client, "ldensf_store_data_lost_total")
+            unavailable = {"model": "tiny", "outcome": "unavailable"}
+            down_before = metric(client, "ldensf_observations_total", unavailable)
+
+            server.stop()
+            post = {"step": 1, "values": obs[1]}
+            assert client.post(f"/v1/sessions/{sid}/observations", json=post).status_code == 503
+            assert metric(client, "ldensf_observations_total", unavailable) == down_before + 1
+            server.start()  # empty: no append-only file, no snapshot
+
+            for method, path, body in (
+                ("POST", f"/v1/sessions/{sid}/observations", post),
+                ("GET", f"/v1/sessions/{sid}", None),
+                ("POST", f"/v1/sessions/{sid}/field", {"points": [[1.0, 1.0]]}),
+            ):
+                gone = client.request(method, path, json=body)
+                assert gone.status_code == 410, gone.text
+                detail = gone.json()["detail"]
+                assert "lost its data" in detail and "POST /v1/sessions" in detail
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["store_data_lost_at"] is not None
+            assert ready.json()["store_generation"] != first["store_generation"]
+            assert metric(client, "ldensf_store_data_lost_total") == lost_before + 1
+
+            # ids never issued, and sessions deleted in this generation, are still plain 404s
+            assert client.get("/v1/sessions/doesnotexist").status_code == 404
+            new = client.post("/v1/sessions", json={"model": "tiny"}).json()["session_id"]
+            assert new.startswith(ready.json()["store_generation"])
+            assert client.delete(f"/v1/sessions/{new}").status_code == 204
+            assert client.get(f"/v1/sessions/{new}").status_code == 404
+    finally:
+        server.stop()

@@ -4,15 +4,12 @@ once; concurrent posts to many sessions are batched and give each session its se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from conftest import AppFactory
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from helpers import truth_observations
+from helpers import async_client, truth_observations
 from prometheus_client import REGISTRY
 
 
@@ -45,14 +42,6 @@ def test_a_second_app_continues_exactly(make_app: AppFactory, tiny) -> None:
         got += run_steps(second, resumed, obs, range(3, 6))
         assert got == expected  # bit-for-bit: float32 state and the RNG state travel through the store
         assert members(second, resumed) == expected_members
-
-
-@asynccontextmanager
-async def async_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
 
 
 def counter(name: str, labels: dict[str, str]) -> float:
