@@ -78,7 +78,7 @@ def ensf_config(runtime: ModelRuntime, settings: dict[str, Any]) -> EnSFConfig:
 class UpdateInput:
     """One session's observation and state, as the engine needs them."""
 
-    y_net: np.ndarray  # (d_y,) normalised sensor values
+    y_net: np.ndarray | None  # (d_y,) normalised sensor values; None: a forecast-only step
     noise_std: np.ndarray  # (d_s + d_u,) calibrated latent noise
     noise_factor: float  # the update's observation std is noise_std x this (see noise_factor())
     ensemble: np.ndarray  # (N, d) analysis of the previous step
@@ -98,18 +98,18 @@ class UpdateOutput:
     batch_size: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds, for the whole batch
     n_observations: int | None = None  # LAINR: observations assimilated
+    observed: bool = True  # False: a forecast-only step (nothing assimilated)
 
 
 def assimilate(
     runtime: ModelRuntime, items: Sequence[UpdateInput], device: torch.device
 ) -> list[UpdateOutput]:
-    """One LD-EnSF cycle for each item (all of ``runtime``'s model), batched."""
+    """One LD-EnSF cycle for each item (all of ``runtime``'s model), batched. An item without an
+    observation (``y_net`` None) is forecast only: no encoder call, no EnSF update, and its LSTM state
+    is kept as it was (see docs/service.md, "Forecast-only steps")."""
     t0 = time.perf_counter()
-    y = np.stack([item.y_net for item in items])
-    h = np.stack([item.h for item in items], axis=1)
-    c = np.stack([item.c for item in items], axis=1)
-    s_hat, u_hat, h_next, c_next = runtime.encode(y, h, c)
-    encoded = np.concatenate([s_hat, u_hat], axis=1)
+    observed = [i for i, item in enumerate(items) if item.y_net is not None]
+    encoded, h_next, c_next = _encode(runtime, items, observed)
     t1 = time.perf_counter()
 
     sizes = [item.ensemble.shape[0] for item in items]
@@ -119,13 +119,13 @@ def assimilate(
     t2 = time.perf_counter()
 
     groups: dict[tuple[int, float, EnSFConfig], list[int]] = {}
-    for i, item in enumerate(items):
-        groups.setdefault((sizes[i], item.noise_factor, item.config), []).append(i)
-    analysis: list[np.ndarray] = [np.empty(0)] * len(items)
+    for i in observed:
+        groups.setdefault((sizes[i], items[i].noise_factor, items[i].config), []).append(i)
+    analysis: list[np.ndarray] = list(forecast)
     generators = [generator_from_state(item.rng) for item in items]
     for (_, _, config), members in groups.items():
         prior = torch.from_numpy(np.stack([forecast[i] for i in members])).to(device)
-        obs = torch.from_numpy(encoded[members]).to(device)
+        obs = torch.from_numpy(np.stack([encoded[i] for i in members])).to(device)
         scaled = np.stack([items[i].noise_std * items[i].noise_factor for i in members])
         noise = torch.from_numpy(scaled.astype(np.float32)).to(device)
         posterior = ensf_update(prior, LinearGaussian(obs, noise), config, [generators[i] for i in members])
@@ -137,15 +137,38 @@ def assimilate(
     return [
         UpdateOutput(
             ensemble=analysis[i],
-            h=np.ascontiguousarray(h_next[:, i]),
-            c=np.ascontiguousarray(c_next[:, i]),
+            h=h_next[i],
+            c=c_next[i],
             rng=generator_state(generators[i]),
-            innovation=_innovation(encoded[i], forecast[i], items[i].noise_std),
+            innovation=_innovation(encoded[i], forecast[i], items[i].noise_std) if i in encoded else 0.0,
             batch_size=len(items),
             timings=timings,
+            observed=i in encoded,
         )
         for i in range(len(items))
     ]
+
+
+def _encode(
+    runtime: ModelRuntime, items: Sequence[UpdateInput], observed: list[int]
+) -> tuple[dict[int, np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """phi_t of each observed item (by index), and every item's next LSTM state (unchanged when
+    forecast only)."""
+    h_next = [item.h for item in items]
+    c_next = [item.c for item in items]
+    if not observed:
+        return {}, h_next, c_next
+    y = np.stack([np.asarray(items[i].y_net) for i in observed])
+    h = np.stack([items[i].h for i in observed], axis=1)
+    c = np.stack([items[i].c for i in observed], axis=1)
+    s_hat, u_hat, h_new, c_new = runtime.encode(y, h, c)
+    phi = np.concatenate([s_hat, u_hat], axis=1)
+    encoded = {}
+    for row, i in enumerate(observed):
+        encoded[i] = phi[row]
+        h_next[i] = np.ascontiguousarray(h_new[:, row])
+        c_next[i] = np.ascontiguousarray(c_new[:, row])
+    return encoded, h_next, c_next
 
 
 def _innovation(encoded: np.ndarray, forecast: np.ndarray, noise_std: np.ndarray) -> float:

@@ -151,6 +151,7 @@ def assimilate_lainr(
                 innovation=innovation,
                 batch_size=len(items),
                 n_observations=int(obs.values.size),
+                observed=bool(obs.values.size),
             )
         )
     t2 = time.perf_counter()

@@ -54,6 +54,12 @@ OBSERVATIONS = Counter(
     "throttled, unavailable, error.",
     ["model", "outcome"],
 )
+FLAGGED_ANSWERS = Counter(
+    "ldensf_flagged_answers_total",
+    "Assimilated answers by validity flag in diagnostics.flags: no_observations (forecast-only step), "
+    "parameter_at_bound, outside_training_range (an answer may count under several flags).",
+    ["model", "flag"],
+)
 SESSIONS_ACTIVE = Gauge(
     "ldensf_sessions_active",
     "Sessions that have not expired, per model (read from the store at scrape time).",

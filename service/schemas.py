@@ -203,7 +203,8 @@ class ObservationPost(_Body):
     values: list[Float32] | dict[str, Float32] | None = Field(
         default=None,
         description="LD-EnSF models: d_y physical sensor values in the model's observation order, or a "
-        "mapping '<channel>:<sensor index>' -> value holding every sensor",
+        "mapping '<channel>:<sensor index>' -> value holding every sensor. Leave out both 'values' and "
+        "'observations' (or send null) for a forecast-only step (diagnostics.flags has 'no_observations')",
     )
     observations: list[PointObservation] | None = Field(
         default=None,
@@ -220,12 +221,17 @@ class ObservationPost(_Body):
 
     @model_validator(mode="after")
     def _one_form(self) -> ObservationPost:
-        if (self.values is None) == (self.observations is None):
+        if self.values is not None and self.observations is not None:
             raise ValueError(
-                "give exactly one of 'values' (LD-EnSF models: the fixed sensors) or 'observations' "
-                "(LAINR models: a list of {lat, lon, channel, value})"
+                "give at most one of 'values' (LD-EnSF models: the fixed sensors) or 'observations' "
+                "(LAINR models: a list of {lat, lon, channel, value}); neither is a forecast-only step"
             )
         return self
+
+    @property
+    def forecast_only(self) -> bool:
+        """No observation at all: the step forecasts every member and assimilates nothing."""
+        return self.values is None and self.observations is None
 
 
 class Diagnostics(BaseModel):
@@ -235,6 +241,13 @@ class Diagnostics(BaseModel):
     # absent, never null, when not applicable (as every optional field of an answer)
     n_observations: int | SkipJsonSchema[None] = Field(
         default=None, description="LAINR models: observations assimilated"
+    )
+    flags: list[str] = Field(
+        default_factory=list,
+        description="validity flags of this answer: 'no_observations' (a forecast-only step), "
+        "'parameter_at_bound' (a parameter's ensemble mean within 2 % of the trained range's width of "
+        "one of its bounds, or beyond), 'outside_training_range' (a parameter's mean outside the range "
+        "the model was trained on: treat the estimate as an extrapolation)",
     )
 
 

@@ -27,7 +27,7 @@ from service.errors import BadInput, Conflict, NotFound, ServiceError, StateLost
 from service.lainr_engine import LainrUpdateInput, lainr_filter
 from service.lainr_runtime import LainrRuntime
 from service.locks import KeyedLocks
-from service.metrics import ENSEMBLE_SPREAD, OBSERVATIONS, STORE_DATA_LOST, UPDATE_DURATION
+from service.metrics import ENSEMBLE_SPREAD, FLAGGED_ANSWERS, OBSERVATIONS, STORE_DATA_LOST, UPDATE_DURATION
 from service.quotas import Quotas, history_steps, session_bytes
 from service.runtime import AnyRuntime, ModelRuntime
 from service.schemas import ObservationPost, SessionCreate
@@ -64,6 +64,26 @@ def parameter_summary(runtime: AnyRuntime, ensemble: np.ndarray) -> dict[str, di
         name: {"mean": float(mean[j]), "std": float(std[j])}
         for j, name in enumerate(runtime.manifest.parameters)
     }
+
+
+# A mean within this fraction of its trained range's width of a bound is flagged parameter_at_bound.
+AT_BOUND_FRACTION = 0.02
+
+
+def validity_flags(runtime: AnyRuntime, ensemble: np.ndarray, observed: bool) -> list[str]:
+    """The answer's diagnostics.flags: no_observations, parameter_at_bound, outside_training_range."""
+    flags = [] if observed else ["no_observations"]
+    if isinstance(runtime, LainrRuntime):
+        return flags  # no parameters
+    m = runtime.manifest
+    mean = runtime.unscale_params(ensemble[:, m.d_s :]).mean(axis=0)
+    lo, hi = np.asarray(m.parameter_bounds, dtype=np.float64).T
+    margin = AT_BOUND_FRACTION * (hi - lo)
+    if np.any((mean <= lo + margin) | (mean >= hi - margin)):
+        flags.append("parameter_at_bound")
+    if np.any((mean < lo) | (mean > hi)):
+        flags.append("outside_training_range")
+    return flags
 
 
 def payload_digest(y: np.ndarray, noise_level: float) -> str:
@@ -358,12 +378,12 @@ class SessionManager:
     ) -> tuple[UpdateInput | LainrUpdateInput, str]:
         """The engine's input for this post and the digest that identifies its payload."""
         if isinstance(runtime, LainrRuntime):
-            if body.observations is None:
+            if body.values is not None:
                 raise BadInput(
                     f"model {runtime.name!r} is a LAINR model: post 'observations' as a list of "
                     "{lat, lon, channel, value} (any points), not 'values'"
                 )
-            obs = runtime.observations(body.observations, body.noise_level)
+            obs = runtime.observations(body.observations or [], body.noise_level)
             digest = hashlib.sha256(obs.digest_bytes()).hexdigest()
             return LainrUpdateInput(
                 ensemble=state.ensemble,
@@ -372,16 +392,17 @@ class SessionManager:
                 rng=state.rng,
                 settings=state.meta.filter,
             ), digest
-        if body.values is None:
+        if body.observations is not None:
             raise BadInput(
                 f"model {runtime.name!r} is an LD-EnSF model: post 'values' of its fixed sensors "
-                f"(GET /v1/models/{runtime.name}), not 'observations'"
+                f"(GET /v1/models/{runtime.name}), not 'observations' (or neither, for a forecast-only step)"
             )
         noise_level = body.noise_level or 0.0
-        y = runtime.observation(body.values)
+        # a forecast-only step's digest is that of no values (its noise_level does not matter)
+        y = runtime.observation(body.values) if body.values is not None else None
         noise_std = runtime.latent_noise(noise_level)
         item = UpdateInput(
-            y_net=runtime.normalise_observation(y),
+            y_net=runtime.normalise_observation(y) if y is not None else None,
             noise_std=noise_std,
             noise_factor=noise_factor(state.meta.filter),
             ensemble=state.ensemble,
@@ -390,6 +411,8 @@ class SessionManager:
             rng=state.rng,
             config=ensf_config(runtime, state.meta.filter),
         )
+        if y is None:
+            return item, payload_digest(np.zeros(0), 0.0)
         return item, payload_digest(y, noise_level)
 
     async def _replay(
@@ -436,6 +459,7 @@ class SessionManager:
                 "innovation": output.innovation,
                 "batch_size": output.batch_size,
                 **({"n_observations": output.n_observations} if output.n_observations is not None else {}),
+                "flags": validity_flags(runtime, ensemble, output.observed),
             },
             "timings_ms": {k: round(v * 1e3, 3) for k, v in output.timings.items()},
         }
@@ -461,6 +485,8 @@ class SessionManager:
             UPDATE_DURATION.labels(model, stage).observe(seconds)
         UPDATE_DURATION.labels(model, "store").observe(store_s)
         ENSEMBLE_SPREAD.labels(model).observe(spread)
+        for flag in answer["diagnostics"]["flags"]:
+            FLAGGED_ANSWERS.labels(model, flag).inc()
         answer = {**answer, "timings_ms": {**answer["timings_ms"], "store": round(store_s * 1e3, 3)}}
         return answer, False
 
