@@ -190,6 +190,7 @@ class ObservationPost(_Body):
             "examples": [
                 {"step": 0, "values": [0.0, 0.01, -0.02], "noise_level": 0.05},
                 {"step": 1, "values": {"eta:0": 0.01, "eta:1": 0.0}, "noise_level": 0.0},
+                {"step": 2},
                 {
                     "step": 0,
                     "observations": [{"lat": 45.0, "lon": 10.0, "channel": "height", "value": 9800.0}],
@@ -258,7 +259,7 @@ class ObservationResult(BaseModel):
                 {
                     "step": 0,
                     "parameters": {"x0": {"mean": -251000.0, "std": 40000.0}},
-                    "diagnostics": {"spread": 0.02, "innovation": 1.3, "batch_size": 1},
+                    "diagnostics": {"spread": 0.02, "innovation": 1.3, "batch_size": 1, "flags": []},
                     "timings_ms": {"encode": 0.2, "forecast": 0.1, "ensf": 1.1, "store": 0.3, "total": 2.4},
                 }
             ]
