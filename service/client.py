@@ -180,8 +180,11 @@ class Client:
     def delete_session(self, session_id: str) -> None:
         _answer(self.http.delete(f"/v1/sessions/{session_id}"))
 
-    def observe(self, session_id: str, step: int, values: Values, noise_level: float = 0.0) -> dict[str, Any]:
-        body = {"step": step, "values": values, "noise_level": noise_level}
+    def observe(
+        self, session_id: str, step: int, values: Values | None, noise_level: float = 0.0
+    ) -> dict[str, Any]:
+        """Assimilate the sensor values of ``step``; ``values`` None: a forecast-only step."""
+        body = _observation_body(step, values, noise_level)
         return dict(
             _answer(
                 self.http.post(
@@ -276,9 +279,10 @@ class AsyncClient:
         _answer(await self.http.delete(f"/v1/sessions/{session_id}"))
 
     async def observe(
-        self, session_id: str, step: int, values: Values, noise_level: float = 0.0
+        self, session_id: str, step: int, values: Values | None, noise_level: float = 0.0
     ) -> dict[str, Any]:
-        body = {"step": step, "values": values, "noise_level": noise_level}
+        """Assimilate the sensor values of ``step``; ``values`` None: a forecast-only step."""
+        body = _observation_body(step, values, noise_level)
         return dict(
             _answer(
                 await self.http.post(
@@ -306,3 +310,9 @@ class AsyncClient:
                 )
             )
         )
+
+
+def _observation_body(step: int, values: Values | None, noise_level: float) -> dict[str, Any]:
+    if values is None:
+        return {"step": step}  # forecast only
+    return {"step": step, "values": values, "noise_level": noise_level}

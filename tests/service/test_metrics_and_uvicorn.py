@@ -121,6 +121,8 @@ def test_real_uvicorn_with_two_workers(
             with pytest.raises(ServiceError) as conflict:
                 client.observe(sid, 7, obs[0])
             assert conflict.value.status == 409 and "expects step 4" in conflict.value.detail
+            forecast_only = client.observe(sid, 4, None)
+            assert forecast_only["step"] == 4 and "no_observations" in forecast_only["diagnostics"]["flags"]
             with (
                 Client(f"http://127.0.0.1:{port}", api_key="wrong") as stranger,
                 pytest.raises(ServiceError) as denied,
@@ -132,7 +134,8 @@ def test_real_uvicorn_with_two_workers(
             for _ in range(20):
                 client.session(sid)
             found = samples(client.http.get("/metrics").text)
-            assert value(found, "ldensf_observations_total", model="tiny", outcome="assimilated") == 4
+            assert value(found, "ldensf_observations_total", model="tiny", outcome="assimilated") == 5
+            assert value(found, "ldensf_flagged_answers_total", model="tiny", flag="no_observations") == 1
             route = "/v1/sessions/{session_id}"
             assert value(found, "ldensf_http_requests_total", method="GET", route=route, status="200") >= 20
     finally:
