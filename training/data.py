@@ -56,20 +56,35 @@ def grid_points(ds: xr.Dataset) -> np.ndarray:
     return np.stack([xx.ravel(), yy.ravel()], axis=-1)
 
 
+def parameter_bounds(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The parameters' prior bounds (lower, upper) and a note when they are not in the dataset.
+
+    ``parameter_lower``/``parameter_upper`` when the dataset has them (the service's prior is those
+    bounds); else the range of the training split's parameters (``parameter_min``/``parameter_max``,
+    written by ``ldensf data stats``), and the note says so."""
+    if "parameter_lower" in ds and "parameter_upper" in ds:
+        lower, upper = ds["parameter_lower"].values, ds["parameter_upper"].values
+        note = None
+    else:
+        lower, upper = ds["parameter_min"].values, ds["parameter_max"].values
+        note = (
+            "the dataset has no parameter_lower/parameter_upper: the prior bounds of the parameters are "
+            "taken from the training split's range (parameter_min/parameter_max). Store the bounds the "
+            "parameters were drawn from as parameter_lower(param) and parameter_upper(param) to use them"
+        )
+    return np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64), note
+
+
 def normalisation_from_dataset(ds: xr.Dataset) -> Normalisation:
-    """Channel statistics of the training split; parameters scaled by their prior bounds when the
-    dataset has them (the service's prior is those bounds), else by the training min and max."""
+    """Channel statistics of the training split; parameters scaled by their prior bounds
+    (:func:`parameter_bounds`)."""
     points = grid_points(ds)
-    lower, upper = (
-        ("parameter_lower", "parameter_upper")
-        if "parameter_lower" in ds
-        else ("parameter_min", "parameter_max")
-    )
+    lower, upper, _ = parameter_bounds(ds)
     return Normalisation(
         state_mean=np.asarray(ds["state_mean"].values, dtype=np.float64),
         state_std=np.asarray(ds["state_std"].values, dtype=np.float64),
-        param_min=np.asarray(ds[lower].values, dtype=np.float64),
-        param_max=np.asarray(ds[upper].values, dtype=np.float64),
+        param_min=lower,
+        param_max=upper,
         coord_min=points.min(axis=0),
         coord_max=points.max(axis=0),
     )

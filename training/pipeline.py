@@ -30,7 +30,13 @@ from models.ldnet import LDNet
 from sim.dataset import DatasetError, open_dataset
 from sim.validation import open_valid_dataset
 from training import distributed
-from training.data import FieldSplit, Normalisation, load_split, normalisation_from_dataset
+from training.data import (
+    FieldSplit,
+    Normalisation,
+    load_split,
+    normalisation_from_dataset,
+    parameter_bounds,
+)
 from training.encoder_training import (
     encoder_targets,
     relative_error,
@@ -57,28 +63,50 @@ def open_training_dataset(path: Path, config: RunConfig) -> xr.Dataset:
     if ds.attrs.get("problem", config.problem) != config.problem:
         raise PipelineError(
             f"the config is for {config.problem!r} but {path} holds {ds.attrs['problem']!r} data; "
-            f"use a training/configs/{ds.attrs['problem'].split('-')[0]}*.toml config"
+            f"set problem = {ds.attrs['problem']!r} in the config (or use a "
+            f"training/configs/{ds.attrs['problem'].split('-')[0]}*.toml config)"
         )
-    if "y" not in ds.dims or ds.sizes["y"] != ds.sizes["x"]:
-        raise PipelineError(f"{path}: LDNet training needs square gridded states (channel, y, x)")
+    if "y" not in ds["state"].dims:
+        raise PipelineError(
+            f"{path} holds states on scattered points (trajectory, time, channel, point); LDNet training "
+            "needs them on a (y, x) grid of any shape: interpolate them onto one (e.g. scipy.interpolate."
+            "griddata) and store state(trajectory, time, channel, y, x)"
+        )
     return ds
 
 
-def dataset_metadata(ds: xr.Dataset, sensors_per_side: int) -> dict[str, Any]:
+def grid_shape(ds: xr.Dataset) -> tuple[int, int]:
+    """(ny, nx) of a gridded dataset."""
+    return int(ds.sizes["y"]), int(ds.sizes["x"])
+
+
+def grid_sensors(ds: xr.Dataset, layout: tuple[int, int]) -> np.ndarray:
+    """Flat grid indices of a uniform ``layout`` = (rows, columns) sensor grid, or a PipelineError
+    that says which config key to change."""
+    try:
+        return sensor_indices(grid_shape(ds), layout)
+    except ValueError as err:
+        ny, nx = grid_shape(ds)
+        raise PipelineError(
+            f"{err}: the dataset's grid is {ny} (y) x {nx} (x); lower [encoder] sensors_per_side or set "
+            f"sensor_grid = [rows, columns] with rows <= {ny} and columns <= {nx}"
+        ) from None
+
+
+def dataset_metadata(ds: xr.Dataset, sensor_layout: tuple[int, int]) -> dict[str, Any]:
     """The manifest's description of the problem: channels, parameters, sensors, domain, time."""
     x, y = ds["x"].values, ds["y"].values
-    sensors = sensor_indices(len(x), sensors_per_side)
+    sensors = grid_sensors(ds, sensor_layout)
     iy, ix = np.divmod(sensors, len(x))
     channels = [str(c) for c in ds["channel"].values]
     times = ds["time"].values.astype(float)
+    lower, upper, _ = parameter_bounds(ds)
     return {
         "channels": channels,
         "channel_units": [str(u) for u in ds["channel_units"].values],
         "parameters": [str(p) for p in ds["param"].values],
         "parameter_units": [str(u) for u in ds["parameter_units"].values],
-        "parameter_bounds": np.stack(
-            [ds["parameter_lower"].values, ds["parameter_upper"].values], -1
-        ).tolist(),
+        "parameter_bounds": np.stack([lower, upper], -1).tolist(),
         "sensor_coordinates": np.stack([x[ix], y[iy]], axis=-1).tolist(),
         "sensor_grid_indices": sensors.tolist(),
         "sensor_channels": channels,
@@ -154,6 +182,9 @@ def prepare_training(
     config = load_run_config(config_path)
     device = distributed.init_from_environment(device)
     ds = open_training_dataset(data_path, config)
+    note = parameter_bounds(ds)[2]
+    if note is not None and distributed.is_main():
+        print(f"note: {note}")
     out_dir = run_dir / kind
     _refuse_clobber(out_dir, resume, overwrite)
     norm = norm or normalisation_from_dataset(ds)
@@ -166,6 +197,7 @@ def prepare_training(
 
 
 def _ldnet_step_fits(inputs: TrainingInputs) -> None:
+    grid_sensors(inputs.ds, inputs.config.encoder.sensor_layout)  # the manifest's sensors fit the grid
     _, shortfall = ldnet_step_shortfall(
         inputs.config.ldnet, inputs.train, inputs.val, inputs.norm, inputs.device
     )
@@ -173,13 +205,13 @@ def _ldnet_step_fits(inputs: TrainingInputs) -> None:
         raise PipelineError(f"{shortfall} (nothing was written)")
 
 
-def run_extra(inputs: TrainingInputs, data_path: Path, sensors_per_side: int) -> dict[str, Any]:
+def run_extra(inputs: TrainingInputs, data_path: Path, sensor_layout: tuple[int, int]) -> dict[str, Any]:
     """The checkpoint payload export needs: problem, normalisation, manifest metadata, dataset."""
     ds = inputs.ds
     return {
         "problem": inputs.config.problem,
-        "normalisation": normalisation_payload(inputs.norm, sensors_per_side**2),
-        "metadata": dataset_metadata(ds, sensors_per_side),
+        "normalisation": normalisation_payload(inputs.norm, sensor_layout[0] * sensor_layout[1]),
+        "metadata": dataset_metadata(ds, sensor_layout),
         "dataset": {"path": str(data_path.resolve()), "attrs": {k: str(v) for k, v in ds.attrs.items()}},
     }
 
@@ -198,7 +230,7 @@ def run_train_ldnet(
         preflight=_ldnet_step_fits,
     )
     config = inputs.config
-    extra = {**run_extra(inputs, data_path, config.encoder.sensors_per_side), "config_file": str(config_path)}
+    extra = {**run_extra(inputs, data_path, config.encoder.sensor_layout), "config_file": str(config_path)}
     model = train_ldnet(
         inputs.train, inputs.val, inputs.norm, config.ldnet, inputs.out_dir, extra, resume=resume
     )
@@ -228,8 +260,13 @@ def run_train_vae(
     inputs = prepare_training(
         "vae", config_path, data_path, run_dir, resume=resume, overwrite=overwrite, device=device
     )
-    vae_config, grid_n = inputs.config.vae, inputs.ds.sizes["x"]
-    extra = run_extra(inputs, data_path, vae_config.sensors_per_side)
+    vae_config, (grid_n, nx) = inputs.config.vae, grid_shape(inputs.ds)
+    if grid_n != nx:
+        raise PipelineError(
+            f"the coupled VAE (a convolutional baseline) needs a square grid; {data_path} is "
+            f"{grid_n} (y) x {nx} (x). The LD-EnSF networks (train ldnet, train encoder) take any grid"
+        )
+    extra = run_extra(inputs, data_path, (vae_config.sensors_per_side,) * 2)
     model = train_vae(inputs.train, inputs.val, grid_n, vae_config, inputs.out_dir, extra, resume=resume)
     if not distributed.is_main():
         return {}
@@ -258,6 +295,16 @@ def run_train_encoder(
 ) -> dict[str, float]:
     load_run_config(config_path)  # a bad config is reported before a missing LDNet
     ldnet, ldnet_payload = load_ldnet(run_dir)
+    stored_sensors = ldnet_payload["metadata"]["sensor_grid_indices"]
+
+    def same_sensors(inputs: TrainingInputs) -> None:
+        if grid_sensors(inputs.ds, inputs.config.encoder.sensor_layout).tolist() != stored_sensors:
+            raise PipelineError(
+                "the [encoder] sensor layout of the config differs from the one the LDNet run was "
+                f"trained with ({len(stored_sensors)} sensors, stored in its checkpoint): use the config "
+                "the LDNet was trained with, or train the LDNet again with --overwrite (nothing was written)"
+            )
+
     inputs = prepare_training(
         "encoder",
         config_path,
@@ -267,14 +314,16 @@ def run_train_encoder(
         overwrite=overwrite,
         device=device,
         norm=Normalisation.from_dict(ldnet_payload["normalisation"]),
+        preflight=same_sensors,
     )
     extra = {k: ldnet_payload[k] for k in ("problem", "normalisation", "metadata", "dataset")}
-    encoder_config, grid_n = inputs.config.encoder, inputs.ds.sizes["x"]
+    encoder_config = inputs.config.encoder
+    sensors = np.asarray(stored_sensors)
     encoder = train_encoder(
         ldnet.to(inputs.device),
         inputs.train,
         inputs.val,
-        grid_n,
+        grid_shape(inputs.ds),
         encoder_config,
         inputs.out_dir,
         extra,
@@ -282,17 +331,17 @@ def run_train_encoder(
     )
     if not distributed.is_main():
         return {}
-    metrics = encoder_test_metrics(encoder, ldnet, inputs.test, grid_n, encoder_config.sensors_per_side)
+    metrics = encoder_test_metrics(encoder, ldnet, inputs.test, sensors)
     _finish(inputs.out_dir, encoder.cpu(), "encoder", metrics)
     return metrics
 
 
 def encoder_test_metrics(
-    encoder: ObservationEncoder, ldnet: LDNet, split: FieldSplit, grid_n: int, sensors_per_side: int
+    encoder: ObservationEncoder, ldnet: LDNet, split: FieldSplit, sensors: np.ndarray
 ) -> dict[str, float]:
     encoder.eval()
     with torch.no_grad():
-        y = sensor_sequences(split, sensor_indices(grid_n, sensors_per_side))
+        y = sensor_sequences(split, sensors)
         s_hat, u_hat = encoder(y)
         truth = encoder_targets(ldnet, split)
         d_s = ldnet.config.latent_dim

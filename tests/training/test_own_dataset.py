@@ -1,0 +1,99 @@
+"""A user's own simulator output, end to end: a rectangular 6 (y) x 8 (x) grid written as zarr 3 by
+xarray, no prior bounds, a 2 x 3 sensor grid; validate, stats, train ldnet, train encoder,
+calibrate, export and bundle check, in a few seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import TINY_CONFIG, invoke
+
+from tests.user_dataset import user_dataset
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*(Zarr V3|Zarr format 3).*")
+
+OWN_CONFIG = TINY_CONFIG.replace('problem = "shallow-water"', 'problem = "travelling-wave"').replace(
+    "sensors_per_side = 4", "sensor_grid = [2, 3]", 1
+)
+
+
+@pytest.fixture(scope="module")
+def own_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("own")
+    data, config, run = root / "wave.zarr", root / "wave.toml", root / "run"
+    user_dataset(n_traj=10, n_time=6, ny=6, nx=8).to_zarr(data, zarr_format=3)
+    config.write_text(OWN_CONFIG)
+    code, out = invoke("data", "stats", data)
+    assert code == 0, out
+    code, out = invoke("data", "validate", data)
+    assert code == 0 and "on a 6x8 grid" in out, out
+    code, out = invoke("train", "ldnet", "--config", config, "--data", data, "--out", run, "--device", "cpu")
+    assert code == 0, out
+    assert "note: the dataset has no parameter_lower/parameter_upper" in out
+    return {"root": root, "data": data, "config": config, "run": run}
+
+
+def test_a_rectangular_dataset_trains_exports_and_checks(own_run: dict[str, Path]) -> None:
+    data, config, run = own_run["data"], own_run["config"], own_run["run"]
+    code, out = invoke(
+        "train", "encoder", "--config", config, "--data", data, "--out", run, "--device", "cpu"
+    )
+    assert code == 0, out
+    code, out = invoke("calibrate", run, "--repeats", "1")
+    assert code == 0, out
+    bundle = own_run["root"] / "bundle"
+    code, out = invoke("export", run, "--out", bundle)
+    assert code == 0, out
+    code, out = invoke("bundle", "check", bundle)
+    assert code == 0 and "OK" in out, out
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["d_y"] == 2 * 6  # 2 channels x (2 x 3) sensors
+    assert len(manifest["grid"]["x"]) == 8 and len(manifest["grid"]["y"]) == 6
+    sensors = np.asarray(manifest["sensor_coordinates"])
+    assert sensors.shape == (6, 2)
+    assert len(set(sensors[:, 0].tolist())) == 3 and len(set(sensors[:, 1].tolist())) == 2
+    # no prior bounds in the dataset: the training split's parameter range, as the note said
+    ds = user_dataset(n_traj=10, n_time=6, ny=6, nx=8)
+    train = ds["parameter"].values[ds["split"].values == "train"]
+    np.testing.assert_allclose(manifest["parameter_bounds"], [[train.min(), train.max()]])
+
+
+def test_the_square_only_vae_and_a_changed_sensor_layout_are_refused(
+    own_run: dict[str, Path], tmp_path: Path
+) -> None:
+    data, config, run = own_run["data"], own_run["config"], own_run["run"]
+    code, out = invoke("train", "vae", "--config", config, "--data", data, "--out", run, "--device", "cpu")
+    assert code == 2 and "needs a square grid" in out and "6 (y) x 8 (x)" in out
+    other = tmp_path / "other.toml"
+    other.write_text(OWN_CONFIG.replace("sensor_grid = [2, 3]", "sensor_grid = [3, 2]"))
+    code, out = invoke(
+        "train", "encoder", "--config", other, "--data", data, "--out", run, "--device", "cpu", "--overwrite"
+    )
+    assert code == 2 and "sensor layout" in out, out
+    too_many = tmp_path / "many.toml"
+    too_many.write_text(OWN_CONFIG.replace("sensor_grid = [2, 3]", "sensor_grid = [2, 9]"))
+    fresh = tmp_path / "fresh"
+    code, out = invoke(
+        "train", "ldnet", "--config", too_many, "--data", data, "--out", fresh, "--device", "cpu"
+    )
+    assert code == 2 and "9 sensors along x on a grid of 8 points" in out and "sensor_grid" in out, out
+    assert not (fresh / "ldnet" / "checkpoint.pt").exists()
+
+
+def test_point_data_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    ds = user_dataset(n_traj=5, n_time=3).stack(point=("y", "x"))
+    ds = ds.reset_index("point").reset_coords(["x", "y"])
+    ds = ds.assign_coords(
+        x=("point", ds["x"].values, {"units": "m"}), y=("point", ds["y"].values, {"units": "m"})
+    )
+    ds = ds.transpose("trajectory", "time", "channel", "point", ...)
+    data = tmp_path / "points.nc"
+    ds.to_netcdf(data)
+    assert invoke("data", "stats", data)[0] == 0
+    config = tmp_path / "c.toml"
+    config.write_text(OWN_CONFIG)
+    code, out = invoke("train", "ldnet", "--config", config, "--data", data, "--out", tmp_path / "r")
+    assert code == 2 and "scattered points" in out and "(y, x) grid" in out, out
