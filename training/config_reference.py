@@ -233,6 +233,19 @@ def config_keys(cls: type = RunConfig, section: str = "", instance: Any = None) 
         yield from config_keys(hint, name, value)
 
 
+def section_meanings(cls: type = RunConfig, section: str = "") -> dict[str, str]:
+    """What each TOML section is, from the meaning of the field that holds it."""
+    found = {}
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            name = f"{section}.{field.name}".lstrip(".")
+            found[name] = MEANINGS.get(cls.__name__, {}).get(field.name, "")
+            found.update(section_meanings(hint, name))
+    return found
+
+
 def missing_meanings() -> list[str]:
     """Fields of the config dataclasses that :data:`MEANINGS` does not describe."""
     missing = []
@@ -253,6 +266,7 @@ def missing_meanings() -> list[str]:
 def reference_markdown() -> str:
     """The config reference: one table per TOML section, then how to choose dt."""
     lines = [BEGIN, ""]
+    sections = section_meanings()
     current = None
     for key in config_keys():
         if key.section != current:
@@ -260,7 +274,7 @@ def reference_markdown() -> str:
                 lines.append("")
             current = key.section
             lines += [
-                "Top level:" if not key.section else f"`[{key.section}]`:",
+                "Top level:" if not key.section else f"`[{key.section}]`: {sections[key.section]}",
                 "",
                 "| key | type | default | meaning |",
                 "|---|---|---|---|",
