@@ -76,9 +76,13 @@ MEANINGS: dict[str, dict[str, str]] = {
         "model": "the LSTM's sizes",
         "optim": "its optimiser",
         "batch_size": "trajectories per optimiser step",
-        "sensors_per_side": "k: a uniform k x k grid of sensors, every channel observed (paper: 10)",
+        "sensors_per_side": "k: a uniform k x k grid of sensors (paper: 10). The sensors are fixed when "
+        "the LDNet is trained (they go into the bundle)",
         "sensor_grid": "`[rows, columns]`: a k x l sensor grid instead (e.g. on a rectangular domain); "
-        "empty: `sensors_per_side`. Fixed when the LDNet is trained (it goes into the bundle)",
+        "empty: `sensors_per_side`",
+        "sensor_coordinates": "`[[x, y], ...]`: sensors at these positions instead (dataset units, "
+        "inside the grid), read from the training data by bilinear interpolation; empty: a uniform grid",
+        "sensor_channels": '`["u", ...]`: the channels every sensor observes, in this order; empty: all',
         "seed": "seed of the initial weights and the batches",
     },
     "EncoderArchitecture": {

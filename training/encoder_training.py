@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from models.ldnet import LDNet
 from training.config import to_dict
 from training.data import FieldSplit
 from training.trainer import OptimConfig, fit
+
+if TYPE_CHECKING:
+    from training.sensors import Sensors
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class EncoderTrainConfig:
     batch_size: int = 16
     sensors_per_side: int = 10
     sensor_grid: tuple[int, ...] = ()
+    sensor_coordinates: tuple[tuple[float, ...], ...] = ()
+    sensor_channels: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,6 +51,10 @@ class EncoderTrainConfig:
             raise ValueError(
                 f"sensor_grid must be [rows, columns] of sensors, both >= 1 (got {list(self.sensor_grid)})"
             )
+        if self.sensor_grid and self.sensor_coordinates:
+            raise ValueError("give sensor_grid or sensor_coordinates, not both")
+        if any(len(point) != 2 for point in self.sensor_coordinates):
+            raise ValueError("sensor_coordinates must be a list of [x, y] pairs")
 
     @property
     def sensor_layout(self) -> tuple[int, int]:
@@ -136,9 +145,17 @@ def train_encoder(
     extra: dict[str, Any],
     resume: bool = False,
     progress: bool = True,
+    sensors: Sensors | None = None,
 ) -> ObservationEncoder:
-    sensors = sensor_indices(grid_shape, config.sensor_layout)
-    y_train, y_val = sensor_sequences(train, sensors), sensor_sequences(val, sensors)
+    """Train the encoder on the sensors of ``config``'s uniform grid, or on ``sensors``
+    (:mod:`training.sensors`: any positions and channels) when given."""
+    if sensors is None:
+        indices = sensor_indices(grid_shape, config.sensor_layout)
+        y_train, y_val = sensor_sequences(train, indices), sensor_sequences(val, indices)
+        sensor_payload: dict[str, Any] = {"sensor_indices": indices.tolist()}
+    else:
+        y_train, y_val = sensors.read(train), sensors.read(val)
+        sensor_payload = {"sensor_indices": sensors.nearest.tolist(), **sensors.to_payload()}
     k_train, k_val = encoder_targets(ldnet, train), encoder_targets(ldnet, val)
     torch.manual_seed(config.seed)
     model = ObservationEncoder(
@@ -150,7 +167,7 @@ def train_encoder(
         )
     )
     task = EncoderTask(model, y_train, k_train, y_val, k_val, config.batch_size)
-    payload = {**extra, "train_config": to_dict(config), "sensor_indices": sensors.tolist()}
+    payload = {**extra, "train_config": to_dict(config), **sensor_payload}
     fit(
         task,
         config.optim,

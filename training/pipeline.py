@@ -37,16 +37,11 @@ from training.data import (
     normalisation_from_dataset,
     parameter_bounds,
 )
-from training.encoder_training import (
-    encoder_targets,
-    relative_error,
-    sensor_indices,
-    sensor_sequences,
-    train_encoder,
-)
+from training.encoder_training import EncoderTrainConfig, encoder_targets, relative_error, train_encoder
 from training.field_metrics import paper_units
 from training.ldnet_training import LDNetTask, train_ldnet
 from training.run_config import RunConfig, load_run_config
+from training.sensors import SensorError, Sensors, sensors_from_config
 from training.step_memory import ldnet_step_shortfall
 from training.trainer import plot_loss_curve
 
@@ -80,24 +75,17 @@ def grid_shape(ds: xr.Dataset) -> tuple[int, int]:
     return int(ds.sizes["y"]), int(ds.sizes["x"])
 
 
-def grid_sensors(ds: xr.Dataset, layout: tuple[int, int]) -> np.ndarray:
-    """Flat grid indices of a uniform ``layout`` = (rows, columns) sensor grid, or a PipelineError
-    that says which config key to change."""
+def config_sensors(ds: xr.Dataset, config: EncoderTrainConfig) -> Sensors:
+    """The ``[encoder]`` sensor layout on the dataset's grid, or a PipelineError saying what to change."""
     try:
-        return sensor_indices(grid_shape(ds), layout)
-    except ValueError as err:
-        ny, nx = grid_shape(ds)
-        raise PipelineError(
-            f"{err}: the dataset's grid is {ny} (y) x {nx} (x); lower [encoder] sensors_per_side or set "
-            f"sensor_grid = [rows, columns] with rows <= {ny} and columns <= {nx}"
-        ) from None
+        return sensors_from_config(ds, config)
+    except SensorError as err:
+        raise PipelineError(str(err)) from None
 
 
-def dataset_metadata(ds: xr.Dataset, sensor_layout: tuple[int, int]) -> dict[str, Any]:
+def dataset_metadata(ds: xr.Dataset, sensors: Sensors) -> dict[str, Any]:
     """The manifest's description of the problem: channels, parameters, sensors, domain, time."""
     x, y = ds["x"].values, ds["y"].values
-    sensors = grid_sensors(ds, sensor_layout)
-    iy, ix = np.divmod(sensors, len(x))
     channels = [str(c) for c in ds["channel"].values]
     times = ds["time"].values.astype(float)
     lower, upper, _ = parameter_bounds(ds)
@@ -107,10 +95,10 @@ def dataset_metadata(ds: xr.Dataset, sensor_layout: tuple[int, int]) -> dict[str
         "parameters": [str(p) for p in ds["param"].values],
         "parameter_units": [str(u) for u in ds["parameter_units"].values],
         "parameter_bounds": np.stack([lower, upper], -1).tolist(),
-        "sensor_coordinates": np.stack([x[ix], y[iy]], axis=-1).tolist(),
-        "sensor_grid_indices": sensors.tolist(),
-        "sensor_channels": channels,
-        "observation_layout": "channel-major: all sensors of channels[0], then channels[1], ...",
+        "sensor_coordinates": sensors.coordinates.tolist(),
+        "sensor_grid_indices": sensors.nearest.tolist(),
+        "sensor_channels": [channels[i] for i in sensors.channels],
+        "observation_layout": "channel-major: all sensors of one channel, then the next",
         "domain": {"x": [float(x.min()), float(x.max())], "y": [float(y.min()), float(y.max())]},
         "grid": {"x": x.tolist(), "y": y.tolist()},
         "time_per_step_s": float(times[1] - times[0]) if len(times) > 1 else 0.0,
@@ -119,10 +107,11 @@ def dataset_metadata(ds: xr.Dataset, sensor_layout: tuple[int, int]) -> dict[str
     }
 
 
-def normalisation_payload(norm: Normalisation, n_sensors: int) -> dict[str, list[float]]:
+def normalisation_payload(norm: Normalisation, sensors: Sensors) -> dict[str, list[float]]:
+    """The normalisation, with the mean and std of each observed value (channel-major)."""
     payload = norm.to_dict()
-    payload["obs_mean"] = np.repeat(norm.state_mean, n_sensors).tolist()
-    payload["obs_std"] = np.repeat(norm.state_std, n_sensors).tolist()
+    payload["obs_mean"] = np.repeat(norm.state_mean[sensors.channels], sensors.n_sensors).tolist()
+    payload["obs_std"] = np.repeat(norm.state_std[sensors.channels], sensors.n_sensors).tolist()
     return payload
 
 
@@ -197,7 +186,7 @@ def prepare_training(
 
 
 def _ldnet_step_fits(inputs: TrainingInputs) -> None:
-    grid_sensors(inputs.ds, inputs.config.encoder.sensor_layout)  # the manifest's sensors fit the grid
+    config_sensors(inputs.ds, inputs.config.encoder)  # the manifest's sensors fit the grid
     _, shortfall = ldnet_step_shortfall(
         inputs.config.ldnet, inputs.train, inputs.val, inputs.norm, inputs.device
     )
@@ -205,13 +194,13 @@ def _ldnet_step_fits(inputs: TrainingInputs) -> None:
         raise PipelineError(f"{shortfall} (nothing was written)")
 
 
-def run_extra(inputs: TrainingInputs, data_path: Path, sensor_layout: tuple[int, int]) -> dict[str, Any]:
+def run_extra(inputs: TrainingInputs, data_path: Path, sensors: Sensors) -> dict[str, Any]:
     """The checkpoint payload export needs: problem, normalisation, manifest metadata, dataset."""
     ds = inputs.ds
     return {
         "problem": inputs.config.problem,
-        "normalisation": normalisation_payload(inputs.norm, sensor_layout[0] * sensor_layout[1]),
-        "metadata": dataset_metadata(ds, sensor_layout),
+        "normalisation": normalisation_payload(inputs.norm, sensors),
+        "metadata": dataset_metadata(ds, sensors),
         "dataset": {"path": str(data_path.resolve()), "attrs": {k: str(v) for k, v in ds.attrs.items()}},
     }
 
@@ -230,7 +219,8 @@ def run_train_ldnet(
         preflight=_ldnet_step_fits,
     )
     config = inputs.config
-    extra = {**run_extra(inputs, data_path, config.encoder.sensor_layout), "config_file": str(config_path)}
+    sensors = config_sensors(inputs.ds, config.encoder)
+    extra = {**run_extra(inputs, data_path, sensors), "config_file": str(config_path)}
     model = train_ldnet(
         inputs.train, inputs.val, inputs.norm, config.ldnet, inputs.out_dir, extra, resume=resume
     )
@@ -266,7 +256,8 @@ def run_train_vae(
             f"the coupled VAE (a convolutional baseline) needs a square grid; {data_path} is "
             f"{grid_n} (y) x {nx} (x). The LD-EnSF networks (train ldnet, train encoder) take any grid"
         )
-    extra = run_extra(inputs, data_path, (vae_config.sensors_per_side,) * 2)
+    vae_sensors = config_sensors(inputs.ds, EncoderTrainConfig(sensors_per_side=vae_config.sensors_per_side))
+    extra = run_extra(inputs, data_path, vae_sensors)
     model = train_vae(inputs.train, inputs.val, grid_n, vae_config, inputs.out_dir, extra, resume=resume)
     if not distributed.is_main():
         return {}
@@ -295,13 +286,15 @@ def run_train_encoder(
 ) -> dict[str, float]:
     load_run_config(config_path)  # a bad config is reported before a missing LDNet
     ldnet, ldnet_payload = load_ldnet(run_dir)
-    stored_sensors = ldnet_payload["metadata"]["sensor_grid_indices"]
+    stored = {key: ldnet_payload["metadata"][key] for key in ("sensor_coordinates", "sensor_channels")}
 
     def same_sensors(inputs: TrainingInputs) -> None:
-        if grid_sensors(inputs.ds, inputs.config.encoder.sensor_layout).tolist() != stored_sensors:
+        metadata = dataset_metadata(inputs.ds, config_sensors(inputs.ds, inputs.config.encoder))
+        if any(metadata[key] != value for key, value in stored.items()):
             raise PipelineError(
                 "the [encoder] sensor layout of the config differs from the one the LDNet run was "
-                f"trained with ({len(stored_sensors)} sensors, stored in its checkpoint): use the config "
+                f"trained with ({len(stored['sensor_coordinates'])} sensors observing "
+                f"{', '.join(stored['sensor_channels'])}, stored in its checkpoint): use the config "
                 "the LDNet was trained with, or train the LDNet again with --overwrite (nothing was written)"
             )
 
@@ -318,7 +311,7 @@ def run_train_encoder(
     )
     extra = {k: ldnet_payload[k] for k in ("problem", "normalisation", "metadata", "dataset")}
     encoder_config = inputs.config.encoder
-    sensors = np.asarray(stored_sensors)
+    sensors = config_sensors(inputs.ds, encoder_config)
     encoder = train_encoder(
         ldnet.to(inputs.device),
         inputs.train,
@@ -328,6 +321,7 @@ def run_train_encoder(
         inputs.out_dir,
         extra,
         resume=resume,
+        sensors=sensors,
     )
     if not distributed.is_main():
         return {}
@@ -337,11 +331,11 @@ def run_train_encoder(
 
 
 def encoder_test_metrics(
-    encoder: ObservationEncoder, ldnet: LDNet, split: FieldSplit, sensors: np.ndarray
+    encoder: ObservationEncoder, ldnet: LDNet, split: FieldSplit, sensors: Sensors
 ) -> dict[str, float]:
     encoder.eval()
     with torch.no_grad():
-        y = sensor_sequences(split, sensors)
+        y = sensors.read(split)
         s_hat, u_hat = encoder(y)
         truth = encoder_targets(ldnet, split)
         d_s = ldnet.config.latent_dim
@@ -369,7 +363,7 @@ def run_calibrate(run_dir: Path, data_path: Path | None, levels: tuple[float, ..
         raise PipelineError(f"{err}; pass --data PATH to the dataset the run was trained on") from None
     norm = Normalisation.from_dict(payload["normalisation"])
     val = load_split(ds, "val", norm)
-    y = sensor_sequences(val, np.asarray(enc_payload["sensor_indices"]))
+    y = Sensors.from_payload(enc_payload, len(norm.state_mean)).read(val)
     truth = calibration_inputs(ldnet, y, val.params)
     obs_mean = torch.tensor(payload["normalisation"]["obs_mean"], dtype=torch.float32)
     obs_std = torch.tensor(payload["normalisation"]["obs_std"], dtype=torch.float32)

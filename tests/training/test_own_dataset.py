@@ -97,3 +97,30 @@ def test_point_data_is_refused_with_what_to_do(tmp_path: Path) -> None:
     config.write_text(OWN_CONFIG)
     code, out = invoke("train", "ldnet", "--config", config, "--data", data, "--out", tmp_path / "r")
     assert code == 2 and "scattered points" in out and "(y, x) grid" in out, out
+
+
+def test_sensors_between_grid_points_observing_one_channel(own_run: dict[str, Path], tmp_path: Path) -> None:
+    """Instrument positions off the grid, read by bilinear interpolation, observing channel b only."""
+    positions = [[0.3, 0.5], [0.05, 1.2], [0.8, 0.1]]
+    config = tmp_path / "points.toml"
+    config.write_text(
+        OWN_CONFIG.replace(
+            "sensor_grid = [2, 3]", f'sensor_coordinates = {positions}\nsensor_channels = ["b"]'
+        )
+    )
+    data, run = own_run["data"], tmp_path / "run"
+    for net in ("ldnet", "encoder"):
+        code, out = invoke("train", net, "--config", config, "--data", data, "--out", run, "--device", "cpu")
+        assert code == 0, out
+    assert invoke("calibrate", run, "--repeats", "1")[0] == 0
+    bundle = tmp_path / "bundle"
+    code, out = invoke("export", run, "--out", bundle)
+    assert code == 0, out
+    code, out = invoke("bundle", "check", bundle)
+    assert code == 0 and "OK" in out, out
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["sensor_coordinates"] == positions and manifest["sensor_channels"] == ["b"]
+    assert manifest["d_y"] == 3
+    assert manifest["normalisation"]["obs_mean"] == pytest.approx(
+        [float(manifest["normalisation"]["state_mean"][1])] * 3
+    )
