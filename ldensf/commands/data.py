@@ -311,6 +311,11 @@ def validate(
             typer.echo(f"- {problem}")
         _fail(f"{path} has {len(problems)} problem(s) to fix")
     typer.echo(f"OK {path}: {dataset.describe(ds)}")
+    if "point" in ds["state"].dims:
+        typer.echo(
+            "note: states on scattered points serve the filters' experiments; `ldensf train ldnet` needs "
+            "them on a (y, x) grid (any shape): interpolate them onto one to train LD-EnSF"
+        )
 
 
 @app.command()

@@ -93,6 +93,8 @@ def test_point_data_is_refused_with_what_to_do(tmp_path: Path) -> None:
     data = tmp_path / "points.nc"
     ds.to_netcdf(data)
     assert invoke("data", "stats", data)[0] == 0
+    code, out = invoke("data", "validate", data)
+    assert code == 0 and "needs them on a (y, x) grid" in out, out
     config = tmp_path / "c.toml"
     config.write_text(OWN_CONFIG)
     code, out = invoke("train", "ldnet", "--config", config, "--data", data, "--out", tmp_path / "r")
