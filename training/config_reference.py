@@ -81,7 +81,8 @@ MEANINGS: dict[str, dict[str, str]] = {
         "sensor_grid": "`[rows, columns]`: a k x l sensor grid instead (e.g. on a rectangular domain); "
         "empty: `sensors_per_side`",
         "sensor_coordinates": "`[[x, y], ...]`: sensors at these positions instead (dataset units, "
-        "inside the grid), read from the training data by bilinear interpolation; empty: a uniform grid",
+        "inside the grid), read from the training data by bilinear interpolation (on scattered points: the "
+        "nearest data point); empty: a uniform grid",
         "sensor_channels": '`["u", ...]`: the channels every sensor observes, in this order; empty: all',
         "seed": "seed of the initial weights and the batches",
     },

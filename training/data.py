@@ -56,6 +56,14 @@ def grid_points(ds: xr.Dataset) -> np.ndarray:
     return np.stack([xx.ravel(), yy.ravel()], axis=-1)
 
 
+def space_points(ds: xr.Dataset) -> np.ndarray:
+    """(P, 2) [x, y] of every value of a frame: the grid points of ``state(..., y, x)`` flattened, or
+    the coordinates x(point), y(point) of ``state(..., point)``."""
+    if "point" in ds["state"].dims:
+        return np.stack([np.asarray(ds[name].values, dtype=np.float64) for name in ("x", "y")], axis=-1)
+    return grid_points(ds)
+
+
 def parameter_bounds(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, str | None]:
     """The parameters' prior bounds (lower, upper) and a note when they are not in the dataset.
 
@@ -78,7 +86,7 @@ def parameter_bounds(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, str | None
 def normalisation_from_dataset(ds: xr.Dataset) -> Normalisation:
     """Channel statistics of the training split; parameters scaled by their prior bounds
     (:func:`parameter_bounds`)."""
-    points = grid_points(ds)
+    points = space_points(ds)
     lower, upper, _ = parameter_bounds(ds)
     return Normalisation(
         state_mean=np.asarray(ds["state_mean"].values, dtype=np.float64),
@@ -110,11 +118,11 @@ def load_split(ds: xr.Dataset, split: str, norm: Normalisation) -> FieldSplit:
     index = np.flatnonzero(np.asarray(ds["split"].values).astype(str) == split)
     if index.size == 0:
         raise ValueError(f"the dataset has no trajectories in the {split!r} split")
-    state = ds["state"].isel(trajectory=index).values  # (n, T, C, y, x)
+    state = ds["state"].isel(trajectory=index).values  # (n, T, C, y, x) or (n, T, C, point)
     n, t, c = state.shape[:3]
     fields = norm.normalise_state(state, channel_axis=2).reshape(n, t, c, -1).transpose(0, 1, 3, 2)
     params = norm.scale_params(ds["parameter"].isel(trajectory=index).values)
-    coords = norm.scale_coords(grid_points(ds))
+    coords = norm.scale_coords(space_points(ds))
     return FieldSplit(
         fields=torch.as_tensor(np.ascontiguousarray(fields), dtype=torch.float32),
         params=torch.as_tensor(params, dtype=torch.float32),

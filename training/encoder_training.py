@@ -139,7 +139,7 @@ def train_encoder(
     ldnet: LDNet,
     train: FieldSplit,
     val: FieldSplit,
-    grid_shape: int | tuple[int, int],
+    grid_shape: int | tuple[int, int] | None,
     config: EncoderTrainConfig,
     out_dir: Path,
     extra: dict[str, Any],
@@ -150,6 +150,8 @@ def train_encoder(
     """Train the encoder on the sensors of ``config``'s uniform grid, or on ``sensors``
     (:mod:`training.sensors`: any positions and channels) when given."""
     if sensors is None:
+        if grid_shape is None:
+            raise ValueError("train_encoder needs the grid's shape or the sensors")
         indices = sensor_indices(grid_shape, config.sensor_layout)
         y_train, y_val = sensor_sequences(train, indices), sensor_sequences(val, indices)
         sensor_payload: dict[str, Any] = {"sensor_indices": indices.tolist()}

@@ -61,17 +61,20 @@ def open_training_dataset(path: Path, config: RunConfig) -> xr.Dataset:
             f"set problem = {ds.attrs['problem']!r} in the config (or use a "
             f"training/configs/{ds.attrs['problem'].split('-')[0]}*.toml config)"
         )
-    if "y" not in ds["state"].dims:
+    if "point" in ds["state"].dims and not all(
+        name in ds.coords and ds[name].dims == ("point",) for name in ("x", "y")
+    ):
         raise PipelineError(
-            f"{path} holds states on scattered points (trajectory, time, channel, point); LDNet training "
-            "needs them on a (y, x) grid of any shape: interpolate them onto one (e.g. scipy.interpolate."
-            "griddata) and store state(trajectory, time, channel, y, x)"
+            f"{path} holds states on points without both x(point) and y(point): LD-EnSF training takes "
+            "2-D positions; add them with ds = ds.assign_coords(x=('point', xs), y=('point', ys))"
         )
     return ds
 
 
-def grid_shape(ds: xr.Dataset) -> tuple[int, int]:
-    """(ny, nx) of a gridded dataset."""
+def grid_shape(ds: xr.Dataset) -> tuple[int, int] | None:
+    """(ny, nx) of a gridded dataset; None for one on scattered points."""
+    if "point" in ds["state"].dims:
+        return None
     return int(ds.sizes["y"]), int(ds.sizes["x"])
 
 
@@ -89,6 +92,7 @@ def dataset_metadata(ds: xr.Dataset, sensors: Sensors) -> dict[str, Any]:
     channels = [str(c) for c in ds["channel"].values]
     times = ds["time"].values.astype(float)
     lower, upper, _ = parameter_bounds(ds)
+    grid = {"grid": {"x": x.tolist(), "y": y.tolist()}} if grid_shape(ds) is not None else {}
     return {
         "channels": channels,
         "channel_units": [str(u) for u in ds["channel_units"].values],
@@ -100,7 +104,7 @@ def dataset_metadata(ds: xr.Dataset, sensors: Sensors) -> dict[str, Any]:
         "sensor_channels": [channels[i] for i in sensors.channels],
         "observation_layout": "channel-major: all sensors of one channel, then the next",
         "domain": {"x": [float(x.min()), float(x.max())], "y": [float(y.min()), float(y.max())]},
-        "grid": {"x": x.tolist(), "y": y.tolist()},
+        **grid,
         "time_per_step_s": float(times[1] - times[0]) if len(times) > 1 else 0.0,
         "n_frames": len(times),
         "space_units": str(ds["x"].attrs.get("units", "")),
@@ -250,12 +254,14 @@ def run_train_vae(
     inputs = prepare_training(
         "vae", config_path, data_path, run_dir, resume=resume, overwrite=overwrite, device=device
     )
-    vae_config, (grid_n, nx) = inputs.config.vae, grid_shape(inputs.ds)
-    if grid_n != nx:
+    vae_config, shape = inputs.config.vae, grid_shape(inputs.ds)
+    if shape is None or shape[0] != shape[1]:
+        found = "on scattered points" if shape is None else f"{shape[0]} (y) x {shape[1]} (x)"
         raise PipelineError(
-            f"the coupled VAE (a convolutional baseline) needs a square grid; {data_path} is "
-            f"{grid_n} (y) x {nx} (x). The LD-EnSF networks (train ldnet, train encoder) take any grid"
+            f"the coupled VAE (a convolutional baseline) needs a square grid; {data_path} is {found}. "
+            "The LD-EnSF networks (train ldnet, train encoder) take any grid or points"
         )
+    grid_n = shape[0]
     vae_sensors = config_sensors(inputs.ds, EncoderTrainConfig(sensors_per_side=vae_config.sensors_per_side))
     extra = run_extra(inputs, data_path, vae_sensors)
     model = train_vae(inputs.train, inputs.val, grid_n, vae_config, inputs.out_dir, extra, resume=resume)

@@ -8,7 +8,8 @@ then the next, as the bundle manifest's ``observation_order`` says.
 The layouts a config chooses (``[encoder]``): ``sensors_per_side = k`` (k x k uniform grid),
 ``sensor_grid = [rows, columns]`` (k x l uniform grid), or ``sensor_coordinates = [[x, y], ...]``
 (anywhere inside the grid, in the dataset's units; read by bilinear interpolation); and
-``sensor_channels`` (a subset of the channels, every sensor the same; empty: all).
+``sensor_channels`` (a subset of the channels, every sensor the same; empty: all). On data on
+scattered points, ``state(..., point)``, each sensor is the data point nearest the position asked for.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def sensors_from_config(ds: xr.Dataset, config: EncoderTrainConfig) -> Sensors:
     """The sensor layout ``config`` chooses on the grid of ``ds``, or a SensorError naming the key."""
     x, y = (np.asarray(ds[name].values, dtype=np.float64) for name in ("x", "y"))
     channels = _channel_indices([str(c) for c in np.asarray(ds["channel"].values)], config.sensor_channels)
+    if "point" in ds["state"].dims:
+        return _on_points(np.stack([x, y], axis=-1), config, channels)
     if config.sensor_coordinates:
         return _at_coordinates(x, y, np.asarray(config.sensor_coordinates, dtype=np.float64), channels)
     try:
@@ -96,6 +99,33 @@ def sensors_from_config(ds: xr.Dataset, config: EncoderTrainConfig) -> Sensors:
     weights = np.zeros(points.shape)
     weights[:, 0] = 1.0
     return Sensors(np.stack([x[ix], y[iy]], axis=-1), points, weights, channels)
+
+
+def _on_points(positions: np.ndarray, config: EncoderTrainConfig, channels: np.ndarray) -> Sensors:
+    """Sensors on scattered points: each at the data point nearest the position asked for (the
+    given ``sensor_coordinates``, or the centres of a rows x columns lattice over the points'
+    bounding box), reported at that point's own position."""
+    if config.sensor_coordinates:
+        wanted = np.asarray(config.sensor_coordinates, dtype=np.float64)
+        key = "sensor_coordinates"
+    else:
+        rows, cols = config.sensor_layout
+        lo, hi = positions.min(axis=0), positions.max(axis=0)
+        gx = lo[0] + (np.arange(cols) + 0.5) / cols * (hi[0] - lo[0])
+        gy = lo[1] + (np.arange(rows) + 0.5) / rows * (hi[1] - lo[1])
+        yy, xx = np.meshgrid(gy, gx, indexing="ij")
+        wanted = np.stack([xx.ravel(), yy.ravel()], axis=-1)
+        key = "sensor_grid" if config.sensor_grid else "sensors_per_side"
+    nearest = np.argmin(((wanted[:, None, :] - positions[None, :, :]) ** 2).sum(-1), axis=1)
+    if np.unique(nearest).size != nearest.size:
+        raise SensorError(
+            f"[encoder] {key}: {nearest.size} sensors but only {np.unique(nearest).size} distinct data "
+            "points nearest them; ask for fewer sensors or place them further apart"
+        )
+    points = np.repeat(nearest[:, None], 4, axis=1)
+    weights = np.zeros(points.shape)
+    weights[:, 0] = 1.0
+    return Sensors(positions[nearest], points, weights, channels)
 
 
 def _channel_indices(names: list[str], chosen: tuple[str, ...]) -> np.ndarray:

@@ -311,10 +311,12 @@ def validate(
             typer.echo(f"- {problem}")
         _fail(f"{path} has {len(problems)} problem(s) to fix")
     typer.echo(f"OK {path}: {dataset.describe(ds)}")
-    if "point" in ds["state"].dims:
+    if "point" in ds["state"].dims and not all(
+        name in ds.coords and ds[name].dims == ("point",) for name in ("x", "y")
+    ):
         typer.echo(
-            "note: states on scattered points serve the filters' experiments; `ldensf train ldnet` needs "
-            "them on a (y, x) grid (any shape): interpolate them onto one to train LD-EnSF"
+            "note: these points have no 2-D positions: they serve the filters' experiments, but "
+            "`ldensf train ldnet` needs x(point) and y(point) to train LD-EnSF"
         )
 
 

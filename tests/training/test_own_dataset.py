@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 from cli_helpers import TINY_CONFIG, invoke
 
 from tests.user_dataset import user_dataset
@@ -83,22 +84,55 @@ def test_the_square_only_vae_and_a_changed_sensor_layout_are_refused(
     assert not (fresh / "ldnet" / "checkpoint.pt").exists()
 
 
-def test_point_data_is_refused_with_what_to_do(tmp_path: Path) -> None:
-    ds = user_dataset(n_traj=5, n_time=3).stack(point=("y", "x"))
+def point_dataset(path: Path, keep: float = 0.8) -> None:
+    """The wave on scattered points: the grid stacked into `point`, a random 80 % of it kept."""
+    ds = user_dataset(n_traj=10, n_time=6, ny=6, nx=8).stack(point=("y", "x"))
     ds = ds.reset_index("point").reset_coords(["x", "y"])
     ds = ds.assign_coords(
         x=("point", ds["x"].values, {"units": "m"}), y=("point", ds["y"].values, {"units": "m"})
     )
-    ds = ds.transpose("trajectory", "time", "channel", "point", ...)
-    data = tmp_path / "points.nc"
-    ds.to_netcdf(data)
+    kept = np.sort(np.random.default_rng(1).permutation(ds.sizes["point"])[: int(keep * ds.sizes["point"])])
+    ds.isel(point=kept).transpose("trajectory", "time", "channel", "point", ...).to_netcdf(path)
+
+
+def test_point_data_trains_exports_and_checks(tmp_path: Path) -> None:
+    data, config, run = tmp_path / "points.nc", tmp_path / "c.toml", tmp_path / "run"
+    point_dataset(data)
     assert invoke("data", "stats", data)[0] == 0
     code, out = invoke("data", "validate", data)
-    assert code == 0 and "needs them on a (y, x) grid" in out, out
-    config = tmp_path / "c.toml"
+    assert code == 0 and "points" in out and "note:" not in out, out
+    config.write_text(OWN_CONFIG)
+    for net in ("ldnet", "encoder"):
+        code, out = invoke("train", net, "--config", config, "--data", data, "--out", run, "--device", "cpu")
+        assert code == 0, out
+    assert invoke("calibrate", run, "--repeats", "1")[0] == 0
+    bundle = tmp_path / "bundle"
+    code, out = invoke("export", run, "--out", bundle)
+    assert code == 0, out
+    code, out = invoke("bundle", "check", bundle)
+    assert code == 0 and "OK" in out, out
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["d_y"] == 2 * 6 and manifest.get("grid") is None
+    # every sensor sits on a data point (the one nearest its lattice node)
+    ds = xr.open_dataset(data)
+    positions = np.stack([ds["x"].values, ds["y"].values], axis=-1)
+    for sensor in manifest["sensor_coordinates"]:
+        assert np.isclose(positions, sensor).all(axis=1).any()
+    code, out = invoke("train", "vae", "--config", config, "--data", data, "--out", run, "--device", "cpu")
+    assert code == 2 and "needs a square grid" in out and "on scattered points" in out
+
+
+def test_points_without_2d_positions_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    data, config = tmp_path / "points.nc", tmp_path / "c.toml"
+    point_dataset(data)
+    xr.open_dataset(data).load().drop_vars("y").to_netcdf(tmp_path / "x_only.nc")
+    data = tmp_path / "x_only.nc"
+    assert invoke("data", "stats", data)[0] == 0
+    code, out = invoke("data", "validate", data)
+    assert code == 0 and "needs x(point) and y(point)" in out, out
     config.write_text(OWN_CONFIG)
     code, out = invoke("train", "ldnet", "--config", config, "--data", data, "--out", tmp_path / "r")
-    assert code == 2 and "scattered points" in out and "(y, x) grid" in out, out
+    assert code == 2 and "without both x(point) and y(point)" in out and "assign_coords" in out, out
 
 
 def test_sensors_between_grid_points_observing_one_channel(own_run: dict[str, Path], tmp_path: Path) -> None:

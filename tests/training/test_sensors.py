@@ -89,3 +89,16 @@ def test_a_grid_whose_rows_run_down_interpolates_the_same() -> None:
     np.testing.assert_allclose(
         sensors.read(split).numpy().ravel(), [2 * 0.3 - 1.5, 2 * 0.7 - 4.5], atol=1e-12
     )
+
+
+def test_sensors_on_scattered_points_sit_on_the_nearest_data_point() -> None:
+    points = DS.stack(point=("y", "x")).reset_index("point").reset_coords(["x", "y"])
+    points = points.assign_coords(x=("point", points["x"].values), y=("point", points["y"].values))
+    points = points.transpose("trajectory", "time", "channel", "point", ...)
+    sensors = sensors_from_config(points, config(sensor_coordinates=[[0.3, 0.4], [0.86, 1.6]]))
+    np.testing.assert_allclose(sensors.coordinates, [[0.25, 1 / 3], [0.875, 5 / 3]])
+    assert sensors.nearest.tolist() == [1 * 8 + 2, 5 * 8 + 7]
+    lattice = sensors_from_config(points, config(sensor_grid=[2, 4]))
+    assert lattice.n_sensors == 8 and np.unique(lattice.nearest).size == 8
+    with pytest.raises(SensorError, match=r"100 sensors but only \d+ distinct data points"):
+        sensors_from_config(points, config(sensors_per_side=10))
