@@ -52,6 +52,8 @@ def test_a_rectangular_dataset_trains_exports_and_checks(own_run: dict[str, Path
     assert code == 0 and "OK" in out, out
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["d_y"] == 2 * 6  # 2 channels x (2 x 3) sensors
+    code, out = invoke("bundle", "score", bundle, "--data", data, "--out", own_run["root"] / "score")
+    assert code == 0, out  # the user's dataset names no problem: scored as the bundle's
     assert len(manifest["grid"]["x"]) == 8 and len(manifest["grid"]["y"]) == 6
     sensors = np.asarray(manifest["sensor_coordinates"])
     assert sensors.shape == (6, 2)
@@ -113,6 +115,10 @@ def test_point_data_trains_exports_and_checks(tmp_path: Path) -> None:
     assert code == 0 and "OK" in out, out
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["d_y"] == 2 * 6 and manifest.get("grid") is None
+    score_dir = tmp_path / "score"
+    code, out = invoke("bundle", "score", bundle, "--data", data, "--out", score_dir)
+    assert code == 0, out
+    assert json.loads((score_dir / "score.json").read_text())["rel_rmse"] > 0
     # every sensor sits on a data point (the one nearest its lattice node)
     ds = xr.open_dataset(data)
     positions = np.stack([ds["x"].values, ds["y"].values], axis=-1)
