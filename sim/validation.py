@@ -112,7 +112,13 @@ def _check_axis(ds: xr.Dataset, name: str, meaning: str, either_way: bool = Fals
         problems.append(f"coordinate `{name}` has dimensions {coord.dims}; it must be 1-D along `{name}`")
         return problems
     values = np.asarray(coord.values)
-    if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
+    if np.issubdtype(values.dtype, np.datetime64) or np.issubdtype(values.dtype, np.timedelta64):
+        problems.append(
+            f"coordinate `{name}` holds dates or durations (xarray decodes CF units such as 'hours since "
+            f"...'); store numbers instead, e.g. ds = ds.assign_coords({name}=('{name}', "
+            f"(ds.{name} - ds.{name}[0]).values / np.timedelta64(1, 's'), {{'units': 's'}}))"
+        )
+    elif not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
         problems.append(f"coordinate `{name}` must hold finite numbers")
     elif len(values) > 1 and not (
         np.all(np.diff(values) > 0) or (either_way and np.all(np.diff(values) < 0))

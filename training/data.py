@@ -98,6 +98,31 @@ def normalisation_from_dataset(ds: xr.Dataset) -> Normalisation:
     )
 
 
+SECONDS_PER_TIME_UNIT = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+    "days": 86400.0,
+}
+
+
+def seconds_per_frame(times: np.ndarray, units: str) -> float:
+    """The time between the first two frames in seconds (in the dataset's own units when those are
+    not a time unit, e.g. '1' for nondimensional time); 0 with a single frame."""
+    if len(times) < 2:
+        return 0.0
+    return float(times[1] - times[0]) * SECONDS_PER_TIME_UNIT.get(units.strip(), 1.0)
+
+
 @dataclass
 class FieldSplit:
     """One split as tensors: fields (n, T, P, C) z-scored, params (n, d_u) in [-1, 1]."""

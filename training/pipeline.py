@@ -36,6 +36,7 @@ from training.data import (
     load_split,
     normalisation_from_dataset,
     parameter_bounds,
+    seconds_per_frame,
 )
 from training.encoder_training import EncoderTrainConfig, encoder_targets, relative_error, train_encoder
 from training.field_metrics import paper_units
@@ -105,7 +106,8 @@ def dataset_metadata(ds: xr.Dataset, sensors: Sensors) -> dict[str, Any]:
         "observation_layout": "channel-major: all sensors of one channel, then the next",
         "domain": {"x": [float(x.min()), float(x.max())], "y": [float(y.min()), float(y.max())]},
         **grid,
-        "time_per_step_s": float(times[1] - times[0]) if len(times) > 1 else 0.0,
+        "time_per_step_s": seconds_per_frame(times, str(ds["time"].attrs.get("units", "s"))),
+        "time_units": str(ds["time"].attrs.get("units", "")),
         "n_frames": len(times),
         "space_units": str(ds["x"].attrs.get("units", "")),
     }

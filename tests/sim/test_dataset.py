@@ -303,3 +303,9 @@ def test_validate_rejects_unequally_spaced_frames(sw_dataset: xr.Dataset) -> Non
     ds = sw_dataset.assign_coords(time=("time", times, {"units": "s"}))
     message = only_problem(ds)
     assert "frames are not equally spaced in time" in message and "constant interval" in message
+
+
+def test_validate_explains_a_time_coordinate_of_dates(sw_dataset: xr.Dataset) -> None:
+    dates = np.datetime64("2026-01-01") + (sw_dataset["time"].values * 1e9).astype("timedelta64[ns]")
+    message = only_problem(sw_dataset.assign_coords(time=("time", dates, {"units": "s"})))
+    assert "coordinate `time` holds dates or durations" in message and "np.timedelta64(1, 's')" in message

@@ -13,6 +13,7 @@ import xarray as xr
 from cli_helpers import TINY_CONFIG, invoke
 
 from tests.user_dataset import user_dataset
+from training.data import seconds_per_frame
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(Zarr V3|Zarr format 3).*")
 
@@ -52,6 +53,7 @@ def test_a_rectangular_dataset_trains_exports_and_checks(own_run: dict[str, Path
     assert code == 0 and "OK" in out, out
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["d_y"] == 2 * 6  # 2 channels x (2 x 3) sensors
+    assert manifest["time_per_step_s"] == pytest.approx(0.1)  # the dataset's time is in s
     code, out = invoke("bundle", "score", bundle, "--data", data, "--out", own_run["root"] / "score")
     assert code == 0, out  # the user's dataset names no problem: scored as the bundle's
     assert len(manifest["grid"]["x"]) == 8 and len(manifest["grid"]["y"]) == 6
@@ -166,3 +168,10 @@ def test_sensors_between_grid_points_observing_one_channel(own_run: dict[str, Pa
     assert manifest["normalisation"]["obs_mean"] == pytest.approx(
         [float(manifest["normalisation"]["state_mean"][1])] * 3
     )
+
+
+def test_the_time_per_step_is_converted_to_seconds() -> None:
+    times = np.array([0.0, 6.0, 12.0])
+    assert seconds_per_frame(times, "h") == 6 * 3600 and seconds_per_frame(times, "min") == 360
+    assert seconds_per_frame(times, "s") == 6 and seconds_per_frame(times, "1") == 6  # nondimensional
+    assert seconds_per_frame(times[:1], "s") == 0
