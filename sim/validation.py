@@ -83,6 +83,7 @@ def _check_coordinates(ds: xr.Dataset) -> list[str]:
         problems += _check_axis(ds, "x", "the x position of each grid column", either_way=True)
         problems += _check_axis(ds, "y", "the y position of each grid row", either_way=True)
         problems += _check_geographic(ds)
+    problems += _check_declared_domain(ds)
     if "point" in dims:
         point_coords = [name for name, c in ds.coords.items() if c.dims == ("point",) and name != "point"]
         if not point_coords:
@@ -193,6 +194,34 @@ def _check_parameters(ds: xr.Dataset) -> list[str]:
         if bad.size:
             problems.append(
                 f"parameter is NaN or inf in trajectories {_some(bad)}; fill in or drop those trajectories"
+            )
+    return problems
+
+
+def _check_declared_domain(ds: xr.Dataset) -> list[str]:
+    """An optional `domain` attribute on x and y: the true bounds [lower, upper] of the domain (the
+    cell faces, or a periodic period), holding every coordinate value."""
+    problems = []
+    for name in ("x", "y"):
+        if name not in ds.coords or "domain" not in ds[name].attrs:
+            continue
+        fix = f"set ds['{name}'].attrs['domain'] = [lower, upper] (two numbers) or remove it"
+        try:
+            lo, hi = (float(v) for v in np.asarray(ds[name].attrs["domain"], dtype=np.float64).ravel())
+        except (TypeError, ValueError):
+            problems.append(f"coordinate `{name}` has domain {ds[name].attrs['domain']!r}: {fix}")
+            continue
+        values = np.asarray(ds[name].values)
+        if not (np.isfinite([lo, hi]).all() and lo < hi):
+            problems.append(f"coordinate `{name}` has domain [{lo:g}, {hi:g}], which is empty: {fix}")
+        elif (
+            np.issubdtype(values.dtype, np.number)
+            and values.size
+            and (values.min() < lo or values.max() > hi)
+        ):
+            problems.append(
+                f"coordinate `{name}` runs from {values.min():g} to {values.max():g}, outside its declared "
+                f"domain [{lo:g}, {hi:g}]: widen the domain attribute to hold every position"
             )
     return problems
 

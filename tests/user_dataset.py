@@ -1,6 +1,6 @@
 """A user's own dataset, as a new user builds one with xarray: a rectangular grid, a smooth
 travelling wave whose speed is the parameter, no `problem` attribute, no prior bounds and no
-statistics (``ldensf data stats`` adds those)."""
+statistics (``ldensf data stats`` adds those); the domain's true bounds are declared on x and y."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def user_dataset(n_traj: int = 10, n_time: int = 6, ny: int = 6, nx: int = 8, se
         },
         coords={
             "time": ("time", time, {"units": "s"}),
-            "x": ("x", x, {"units": "m"}),
-            "y": ("y", y, {"units": "m"}),
+            "x": ("x", x, {"units": "m", "domain": [0.0, 1.0]}),  # periodic: x = 1 is x = 0 again
+            "y": ("y", y, {"units": "m", "domain": [0.0, 2.0]}),
             "channel": ["a", "b"],
             "channel_units": ("channel", ["1", "m"]),
             "param": ["speed"],

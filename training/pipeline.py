@@ -104,13 +104,22 @@ def dataset_metadata(ds: xr.Dataset, sensors: Sensors) -> dict[str, Any]:
         "sensor_grid_indices": sensors.nearest.tolist(),
         "sensor_channels": [channels[i] for i in sensors.channels],
         "observation_layout": "channel-major: all sensors of one channel, then the next",
-        "domain": {"x": [float(x.min()), float(x.max())], "y": [float(y.min()), float(y.max())]},
+        "domain": {"x": domain_of(ds, "x"), "y": domain_of(ds, "y")},
         **grid,
         "time_per_step_s": seconds_per_frame(times, str(ds["time"].attrs.get("units", "s"))),
         "time_units": str(ds["time"].attrs.get("units", "")),
         "n_frames": len(times),
         "space_units": str(ds["x"].attrs.get("units", "")),
     }
+
+
+def domain_of(ds: xr.Dataset, name: str) -> list[float]:
+    """The bounds of axis ``name``: its declared ``domain`` attribute (e.g. the faces of a periodic
+    unit square, [0, 1]), else the range of the positions."""
+    if "domain" in ds[name].attrs:
+        return [float(v) for v in np.asarray(ds[name].attrs["domain"], dtype=np.float64).ravel()]
+    values = np.asarray(ds[name].values, dtype=np.float64)
+    return [float(values.min()), float(values.max())]
 
 
 def normalisation_payload(norm: Normalisation, sensors: Sensors) -> dict[str, list[float]]:

@@ -309,3 +309,16 @@ def test_validate_explains_a_time_coordinate_of_dates(sw_dataset: xr.Dataset) ->
     dates = np.datetime64("2026-01-01") + (sw_dataset["time"].values * 1e9).astype("timedelta64[ns]")
     message = only_problem(sw_dataset.assign_coords(time=("time", dates, {"units": "s"})))
     assert "coordinate `time` holds dates or durations" in message and "np.timedelta64(1, 's')" in message
+
+
+def test_validate_checks_a_declared_domain(sw_dataset: xr.Dataset) -> None:
+    x = sw_dataset["x"].values
+    ds = sw_dataset.copy(deep=True)
+    ds["x"].attrs["domain"] = [float(x.min()) - 1.0, float(x.max()) + 1.0]
+    assert validate_dataset(ds) == []
+    ds["x"].attrs["domain"] = [float(x.min()) + 1.0, float(x.max())]
+    assert "outside its declared domain" in only_problem(ds) and "widen" in only_problem(ds)
+    ds["x"].attrs["domain"] = [2.0, 1.0]
+    assert "which is empty" in only_problem(ds)
+    ds["x"].attrs["domain"] = "everywhere"
+    assert "set ds['x'].attrs['domain'] = [lower, upper]" in only_problem(ds)

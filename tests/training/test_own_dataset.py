@@ -54,6 +54,7 @@ def test_a_rectangular_dataset_trains_exports_and_checks(own_run: dict[str, Path
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["d_y"] == 2 * 6  # 2 channels x (2 x 3) sensors
     assert manifest["time_per_step_s"] == pytest.approx(0.1)  # the dataset's time is in s
+    assert manifest["domain"] == {"x": [0.0, 1.0], "y": [0.0, 2.0]}  # declared, not the cell range
     code, out = invoke("bundle", "score", bundle, "--data", data, "--out", own_run["root"] / "score")
     assert code == 0, out  # the user's dataset names no problem: scored as the bundle's
     assert len(manifest["grid"]["x"]) == 8 and len(manifest["grid"]["y"]) == 6
