@@ -1,5 +1,7 @@
 """Dataset files: an xarray Dataset in zarr (format 2) written trajectory by trajectory.
 
+Reading any user file (zarr 2 or 3, NetCDF) and storing statistics in it are in :mod:`sim.store`.
+
 Layout (docs/data-format.md has the full description)::
 
     state(trajectory, time, channel, y, x)   float32   or state(trajectory, time, channel, point)
@@ -38,6 +40,7 @@ import xarray as xr
 import zarr
 
 from sim.problems import Problem, Progress, get_problem
+from sim.store import DatasetError, open_dataset, write_statistics
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -45,10 +48,6 @@ SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 GRID_DIMS = ("trajectory", "time", "channel", "y", "x")
 POINT_DIMS = ("trajectory", "time", "channel", "point")
 STATISTICS = ("state_mean", "state_std", "parameter_min", "parameter_max")
-
-
-class DatasetError(Exception):
-    """A dataset cannot be written or read; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,19 +266,8 @@ def finalise_dataset(path: Path) -> None:
         raise DatasetError(
             f"{path} still has {len(remaining)} batch(es) to simulate; finish it with --resume"
         )
-    write_statistics(path, compute_statistics(open_dataset(path)), generation="complete")
-
-
-def write_statistics(path: Path, statistics: xr.Dataset, generation: str | None = None) -> None:
-    """Store (or replace) the normalisation statistics in a zarr dataset."""
     with _disk_errors(path):
-        attrs = dict(zarr.open_group(path, mode="r").attrs)
-        if generation is not None:
-            attrs["generation"] = generation
-        # to_zarr replaces the group's attributes with those of the dataset it writes.
-        statistics.attrs = attrs
-        statistics.to_zarr(path, mode="a", zarr_format=2, consolidated=False)
-        zarr.consolidate_metadata(path)
+        write_statistics(path, compute_statistics(open_dataset(path)), generation="complete")
 
 
 def remove_dataset(path: Path) -> None:
@@ -408,22 +396,6 @@ def _simulate_all(
 
 # --------------------------------------------------------------------------------------------
 # Reading and statistics
-
-
-def open_dataset(path: str | Path) -> xr.Dataset:
-    """Open a dataset lazily: zarr, or NetCDF when the name ends in ``.nc``."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"no dataset at {path}")
-    try:
-        if path.suffix == ".nc":
-            return xr.open_dataset(path)
-        try:
-            return xr.open_dataset(path, engine="zarr", chunks=None, consolidated=True)
-        except (KeyError, ValueError, FileNotFoundError):
-            return xr.open_dataset(path, engine="zarr", chunks=None, consolidated=False)
-    except Exception as error:  # xarray raises many kinds for a file it cannot read
-        raise DatasetError(f"{path} cannot be read as an xarray dataset (zarr or NetCDF): {error}") from error
 
 
 def compute_statistics(ds: xr.Dataset) -> xr.Dataset:

@@ -20,6 +20,7 @@ def validate_dataset(ds: xr.Dataset, source: str = "PATH", check_values: bool = 
     problems = _check_state(ds)
     problems += _check_coordinates(ds)
     problems += _check_parameters(ds)
+    problems += _check_bounds(ds)
     problems += _check_split(ds)
     incomplete = _incomplete_trajectories(ds)
     unfinished = _check_generation(ds, incomplete, source)
@@ -74,13 +75,15 @@ def _check_coordinates(ds: xr.Dataset) -> list[str]:
         return problems
     dims = set(ds["state"].dims)
     if "time" in dims:
-        problems += _check_axis(ds, "time", "the time of each frame")
+        time_problems = _check_axis(ds, "time", "the time of each frame")
+        problems += time_problems or _check_time_steps(ds)
     if "channel" in dims:
         problems += _check_labels(ds, "channel", "channel_units", "the name of each state channel")
     if {"x", "y"} <= dims:
         problems += _check_axis(ds, "x", "the x position of each grid column", either_way=True)
         problems += _check_axis(ds, "y", "the y position of each grid row", either_way=True)
         problems += _check_geographic(ds)
+    problems += _check_declared_domain(ds)
     if "point" in dims:
         point_coords = [name for name, c in ds.coords.items() if c.dims == ("point",) and name != "point"]
         if not point_coords:
@@ -110,7 +113,13 @@ def _check_axis(ds: xr.Dataset, name: str, meaning: str, either_way: bool = Fals
         problems.append(f"coordinate `{name}` has dimensions {coord.dims}; it must be 1-D along `{name}`")
         return problems
     values = np.asarray(coord.values)
-    if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
+    if np.issubdtype(values.dtype, np.datetime64) or np.issubdtype(values.dtype, np.timedelta64):
+        problems.append(
+            f"coordinate `{name}` holds dates or durations (xarray decodes CF units such as 'hours since "
+            f"...'); store numbers instead, e.g. ds = ds.assign_coords({name}=('{name}', "
+            f"(ds.{name} - ds.{name}[0]).values / np.timedelta64(1, 's'), {{'units': 's'}}))"
+        )
+    elif not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
         problems.append(f"coordinate `{name}` must hold finite numbers")
     elif len(values) > 1 and not (
         np.all(np.diff(values) > 0) or (either_way and np.all(np.diff(values) < 0))
@@ -186,6 +195,86 @@ def _check_parameters(ds: xr.Dataset) -> list[str]:
             problems.append(
                 f"parameter is NaN or inf in trajectories {_some(bad)}; fill in or drop those trajectories"
             )
+    return problems
+
+
+def _check_declared_domain(ds: xr.Dataset) -> list[str]:
+    """An optional `domain` attribute on x and y: the true bounds [lower, upper] of the domain (the
+    cell faces, or a periodic period), holding every coordinate value."""
+    problems = []
+    for name in ("x", "y"):
+        if name not in ds.coords or "domain" not in ds[name].attrs:
+            continue
+        fix = f"set ds['{name}'].attrs['domain'] = [lower, upper] (two numbers) or remove it"
+        try:
+            lo, hi = (float(v) for v in np.asarray(ds[name].attrs["domain"], dtype=np.float64).ravel())
+        except (TypeError, ValueError):
+            problems.append(f"coordinate `{name}` has domain {ds[name].attrs['domain']!r}: {fix}")
+            continue
+        values = np.asarray(ds[name].values)
+        if not (np.isfinite([lo, hi]).all() and lo < hi):
+            problems.append(f"coordinate `{name}` has domain [{lo:g}, {hi:g}], which is empty: {fix}")
+        elif (
+            np.issubdtype(values.dtype, np.number)
+            and values.size
+            and (values.min() < lo or values.max() > hi)
+        ):
+            problems.append(
+                f"coordinate `{name}` runs from {values.min():g} to {values.max():g}, outside its declared "
+                f"domain [{lo:g}, {hi:g}]: widen the domain attribute to hold every position"
+            )
+    return problems
+
+
+def _check_time_steps(ds: xr.Dataset) -> list[str]:
+    """Frames equally spaced in time: the latent dynamics step by one fixed dt."""
+    steps = np.diff(np.asarray(ds["time"].values, dtype=np.float64))
+    if steps.size < 2 or np.allclose(steps, steps.mean(), rtol=1e-4, atol=0):
+        return []
+    return [
+        f"frames are not equally spaced in time (steps from {steps.min():g} to {steps.max():g} "
+        f"{ds['time'].attrs.get('units', '')}): the latent dynamics take one fixed step, so store frames "
+        "at a constant interval (e.g. ds = ds.interp(time=np.linspace(t0, t1, n)))"
+    ]
+
+
+BOUNDS = ("parameter_lower", "parameter_upper")
+
+
+def _check_bounds(ds: xr.Dataset) -> list[str]:
+    """Optional prior bounds: both or neither, along `param`, finite, lower <= upper (equal: a fixed
+    parameter), and holding every trajectory's parameters (training scales the parameters by them)."""
+    present = [name for name in BOUNDS if name in ds]
+    if not present:
+        return []
+    if len(present) == 1:
+        missing = next(name for name in BOUNDS if name not in ds)
+        return [
+            f"{present[0]} is stored without {missing}: store both (param) or neither "
+            "(the training split's parameter range is used then)"
+        ]
+    problems = [
+        f"{name} has dimensions {ds[name].dims}; it must be 1-D along `param`"
+        for name in BOUNDS
+        if ds[name].dims != ("param",)
+    ]
+    if problems or "parameter" not in ds or ds["parameter"].dims != ("trajectory", "param"):
+        return problems
+    lower, upper = (np.asarray(ds[name].values, dtype=np.float64) for name in BOUNDS)
+    names = [str(p) for p in np.asarray(ds["param"].values)] if "param" in ds.coords else []
+    names = names if len(names) == lower.size else [str(i) for i in range(lower.size)]
+    if not (np.isfinite(lower).all() and np.isfinite(upper).all()):
+        return ["parameter_lower and parameter_upper must be finite numbers"]
+    inverted = [name for name, lo, hi in zip(names, lower, upper, strict=True) if lo > hi]
+    if inverted:
+        return [f"parameter_lower is above parameter_upper for {', '.join(inverted)}; swap or fix them"]
+    values = np.asarray(ds["parameter"].values, dtype=np.float64)
+    outside = np.flatnonzero(((values < lower) | (values > upper)).any(axis=1))
+    if outside.size:
+        problems.append(
+            f"parameter lies outside [parameter_lower, parameter_upper] in trajectories {_some(outside)}: "
+            "widen the bounds to the range the parameters were drawn from"
+        )
     return problems
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from models.bundle import BundleError, bundle_kind, load_bundle
 from sim.dataset import DatasetError
 from sim.validation import open_valid_dataset
-from training.data import Normalisation, grid_points
+from training.data import Normalisation, space_points
 from training.experiments.paper.networks import VAE_MANIFEST
 from training.field_metrics import PaperUnits, paper_units
 
@@ -99,23 +99,22 @@ class _FieldErrors:
 
 
 def _open_split(
-    data_path: Path, problem: str, n_channels: int, split: str, what: Path
+    data_path: Path, problem: str, n_channels: int, split: str, what: Path, need_grid: bool
 ) -> tuple[xr.Dataset, np.ndarray]:
-    """The dataset (validated, of ``problem``, gridded, ``n_channels`` channels) and the indices of
-    its ``split`` trajectories."""
+    """The dataset (validated, of ``problem`` when it names one, ``n_channels`` channels, gridded
+    when ``need_grid``) and the indices of its ``split`` trajectories."""
     try:
         ds = open_valid_dataset(data_path)
     except DatasetError as err:
         raise ScoreError(str(err)) from None
-    if ds.attrs.get("problem") != problem:
+    if ds.attrs.get("problem", problem) != problem:
         raise ScoreError(
             f"{what} is a {problem!r} model but {data_path} holds {ds.attrs.get('problem')!r} data; "
             f"score it on a {problem} dataset"
         )
-    if ds.sizes.get("channel") != n_channels or "y" not in ds.dims:
-        raise ScoreError(
-            f"{data_path} has {dict(ds.sizes)}; {what} decodes {n_channels} channels on a (y, x) grid"
-        )
+    if ds.sizes.get("channel") != n_channels or (need_grid and "y" not in ds["state"].dims):
+        where = "on a (y, x) grid" if need_grid else "per point"
+        raise ScoreError(f"{data_path} has {dict(ds.sizes)}; {what} decodes {n_channels} channels {where}")
     index = np.flatnonzero(np.asarray(ds["split"].values).astype(str) == split)
     if index.size == 0:
         labels = sorted(set(np.asarray(ds["split"].values).astype(str)))
@@ -125,7 +124,7 @@ def _open_split(
 
 def _frame_points(ds: xr.Dataset, index: np.ndarray, t: int) -> np.ndarray:
     """Physical truth of frame ``t`` of the trajectories ``index``: (n, P, C)."""
-    frame = ds["state"].isel(trajectory=index, time=t).values  # (n, C, y, x)
+    frame = ds["state"].isel(trajectory=index, time=t).values  # (n, C, y, x) or (n, C, point)
     return frame.reshape(index.size, frame.shape[1], -1).transpose(0, 2, 1).astype(np.float64)
 
 
@@ -157,10 +156,12 @@ def score_bundle(
     except BundleError as err:
         raise ScoreError(str(err)) from None
     manifest = bundle.manifest
-    ds, index = _open_split(data_path, manifest.problem, len(manifest.channels), split, bundle_path)
+    ds, index = _open_split(
+        data_path, manifest.problem, len(manifest.channels), split, bundle_path, need_grid=False
+    )
     norm = Normalisation.from_dict(manifest.normalisation.model_dump())
     u = norm.scale_params(np.asarray(ds["parameter"].isel(trajectory=index).values)).astype(np.float32)
-    xi = norm.scale_coords(grid_points(ds)).astype(np.float32)
+    xi = norm.scale_coords(space_points(ds)).astype(np.float32)
     n_frames = int(ds.sizes["time"])
     errors = _FieldErrors(list(manifest.channels), paper_units(manifest.problem, norm), index.size, n_frames)
     s = np.zeros((index.size, manifest.d_s), dtype=np.float32)
@@ -182,7 +183,7 @@ def _score_vae(bundle_path: Path, data_path: Path, split: str, threads: int, pro
         raise ScoreError(str(err)) from None
     manifest = json.loads((bundle_path / VAE_MANIFEST).read_text())
     problem, n_channels = str(manifest.get("problem")), int(manifest["network"]["n_channels"])
-    ds, index = _open_split(data_path, problem, n_channels, split, bundle_path)
+    ds, index = _open_split(data_path, problem, n_channels, split, bundle_path, need_grid=True)
     norm = Normalisation.from_dict(manifest["normalisation"])
     n_frames = int(ds.sizes["time"])
     channels = [str(c) for c in ds["channel"].values]

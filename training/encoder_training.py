@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from models.ldnet import LDNet
 from training.config import to_dict
 from training.data import FieldSplit
 from training.trainer import OptimConfig, fit
+
+if TYPE_CHECKING:
+    from training.sensors import Sensors
 
 
 @dataclass(frozen=True)
@@ -36,22 +39,46 @@ class EncoderTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 16
     sensors_per_side: int = 10
+    sensor_grid: tuple[int, ...] = ()
+    sensor_coordinates: tuple[tuple[float, ...], ...] = ()
+    sensor_channels: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.sensors_per_side < 1:
             raise ValueError("batch_size and sensors_per_side must be >= 1")
+        if self.sensor_grid and (len(self.sensor_grid) != 2 or min(self.sensor_grid) < 1):
+            raise ValueError(
+                f"sensor_grid must be [rows, columns] of sensors, both >= 1 (got {list(self.sensor_grid)})"
+            )
+        if self.sensor_grid and self.sensor_coordinates:
+            raise ValueError("give sensor_grid or sensor_coordinates, not both")
+        if any(len(point) != 2 for point in self.sensor_coordinates):
+            raise ValueError("sensor_coordinates must be a list of [x, y] pairs")
+
+    @property
+    def sensor_layout(self) -> tuple[int, int]:
+        """Sensor rows (along y) and columns (along x): ``sensor_grid``, else the square
+        ``sensors_per_side`` x ``sensors_per_side``."""
+        if self.sensor_grid:
+            return self.sensor_grid[0], self.sensor_grid[1]
+        return self.sensors_per_side, self.sensors_per_side
 
 
-def sensor_indices(n: int, per_side: int) -> np.ndarray:
-    """Flat indices (row-major over (y, x)) of a uniform ``per_side`` x ``per_side`` sensor subset of
-    an ``n`` x ``n`` grid: stride n // per_side, centred (150 -> 7, 22, ..., 142)."""
-    if per_side > n:
-        raise ValueError(f"cannot place {per_side} sensors per side on a grid of {n} points per side")
-    stride = n // per_side
-    ticks = stride // 2 + stride * np.arange(per_side)
-    iy, ix = np.meshgrid(ticks, ticks, indexing="ij")
-    return (iy * n + ix).ravel()
+def sensor_indices(grid: int | tuple[int, int], per_side: int | tuple[int, int]) -> np.ndarray:
+    """Flat indices (row-major over (y, x)) of a uniform sensor subset of a grid.
+
+    ``grid`` is (ny, nx) or n for n x n; ``per_side`` is (rows, columns) or k for k x k. Along each
+    axis of n points with k sensors: stride n // k, centred (150 points, 10 sensors -> 7, 22, ..., 142).
+    """
+    ny, nx = (grid, grid) if isinstance(grid, int) else grid
+    ky, kx = (per_side, per_side) if isinstance(per_side, int) else per_side
+    for axis, n, k in (("y", ny, ky), ("x", nx, kx)):
+        if k > n:
+            raise ValueError(f"cannot place {k} sensors along {axis} on a grid of {n} points along {axis}")
+    rows, cols = (n // k // 2 + n // k * np.arange(k) for n, k in ((ny, ky), (nx, kx)))
+    iy, ix = np.meshgrid(rows, cols, indexing="ij")
+    return (iy * nx + ix).ravel()
 
 
 def sensor_sequences(split: FieldSplit, sensors: np.ndarray) -> torch.Tensor:
@@ -112,15 +139,25 @@ def train_encoder(
     ldnet: LDNet,
     train: FieldSplit,
     val: FieldSplit,
-    grid_n: int,
+    grid_shape: int | tuple[int, int] | None,
     config: EncoderTrainConfig,
     out_dir: Path,
     extra: dict[str, Any],
     resume: bool = False,
     progress: bool = True,
+    sensors: Sensors | None = None,
 ) -> ObservationEncoder:
-    sensors = sensor_indices(grid_n, config.sensors_per_side)
-    y_train, y_val = sensor_sequences(train, sensors), sensor_sequences(val, sensors)
+    """Train the encoder on the sensors of ``config``'s uniform grid, or on ``sensors``
+    (:mod:`training.sensors`: any positions and channels) when given."""
+    if sensors is None:
+        if grid_shape is None:
+            raise ValueError("train_encoder needs the grid's shape or the sensors")
+        indices = sensor_indices(grid_shape, config.sensor_layout)
+        y_train, y_val = sensor_sequences(train, indices), sensor_sequences(val, indices)
+        sensor_payload: dict[str, Any] = {"sensor_indices": indices.tolist()}
+    else:
+        y_train, y_val = sensors.read(train), sensors.read(val)
+        sensor_payload = {"sensor_indices": sensors.nearest.tolist(), **sensors.to_payload()}
     k_train, k_val = encoder_targets(ldnet, train), encoder_targets(ldnet, val)
     torch.manual_seed(config.seed)
     model = ObservationEncoder(
@@ -132,7 +169,7 @@ def train_encoder(
         )
     )
     task = EncoderTask(model, y_train, k_train, y_val, k_val, config.batch_size)
-    payload = {**extra, "train_config": to_dict(config), "sensor_indices": sensors.tolist()}
+    payload = {**extra, "train_config": to_dict(config), **sensor_payload}
     fit(
         task,
         config.optim,

@@ -30,17 +30,19 @@ from models.ldnet import LDNet
 from sim.dataset import DatasetError, open_dataset
 from sim.validation import open_valid_dataset
 from training import distributed
-from training.data import FieldSplit, Normalisation, load_split, normalisation_from_dataset
-from training.encoder_training import (
-    encoder_targets,
-    relative_error,
-    sensor_indices,
-    sensor_sequences,
-    train_encoder,
+from training.data import (
+    FieldSplit,
+    Normalisation,
+    load_split,
+    normalisation_from_dataset,
+    parameter_bounds,
+    seconds_per_frame,
 )
+from training.encoder_training import EncoderTrainConfig, encoder_targets, relative_error, train_encoder
 from training.field_metrics import paper_units
 from training.ldnet_training import LDNetTask, train_ldnet
 from training.run_config import RunConfig, load_run_config
+from training.sensors import SensorError, Sensors, sensors_from_config
 from training.step_memory import ldnet_step_shortfall
 from training.trainer import plot_loss_curve
 
@@ -57,44 +59,74 @@ def open_training_dataset(path: Path, config: RunConfig) -> xr.Dataset:
     if ds.attrs.get("problem", config.problem) != config.problem:
         raise PipelineError(
             f"the config is for {config.problem!r} but {path} holds {ds.attrs['problem']!r} data; "
-            f"use a training/configs/{ds.attrs['problem'].split('-')[0]}*.toml config"
+            f"set problem = {ds.attrs['problem']!r} in the config (or use a "
+            f"training/configs/{ds.attrs['problem'].split('-')[0]}*.toml config)"
         )
-    if "y" not in ds.dims or ds.sizes["y"] != ds.sizes["x"]:
-        raise PipelineError(f"{path}: LDNet training needs square gridded states (channel, y, x)")
+    if "point" in ds["state"].dims and not all(
+        name in ds.coords and ds[name].dims == ("point",) for name in ("x", "y")
+    ):
+        raise PipelineError(
+            f"{path} holds states on points without both x(point) and y(point): LD-EnSF training takes "
+            "2-D positions; add them with ds = ds.assign_coords(x=('point', xs), y=('point', ys))"
+        )
     return ds
 
 
-def dataset_metadata(ds: xr.Dataset, sensors_per_side: int) -> dict[str, Any]:
+def grid_shape(ds: xr.Dataset) -> tuple[int, int] | None:
+    """(ny, nx) of a gridded dataset; None for one on scattered points."""
+    if "point" in ds["state"].dims:
+        return None
+    return int(ds.sizes["y"]), int(ds.sizes["x"])
+
+
+def config_sensors(ds: xr.Dataset, config: EncoderTrainConfig) -> Sensors:
+    """The ``[encoder]`` sensor layout on the dataset's grid, or a PipelineError saying what to change."""
+    try:
+        return sensors_from_config(ds, config)
+    except SensorError as err:
+        raise PipelineError(str(err)) from None
+
+
+def dataset_metadata(ds: xr.Dataset, sensors: Sensors) -> dict[str, Any]:
     """The manifest's description of the problem: channels, parameters, sensors, domain, time."""
     x, y = ds["x"].values, ds["y"].values
-    sensors = sensor_indices(len(x), sensors_per_side)
-    iy, ix = np.divmod(sensors, len(x))
     channels = [str(c) for c in ds["channel"].values]
     times = ds["time"].values.astype(float)
+    lower, upper, _ = parameter_bounds(ds)
+    grid = {"grid": {"x": x.tolist(), "y": y.tolist()}} if grid_shape(ds) is not None else {}
     return {
         "channels": channels,
         "channel_units": [str(u) for u in ds["channel_units"].values],
         "parameters": [str(p) for p in ds["param"].values],
         "parameter_units": [str(u) for u in ds["parameter_units"].values],
-        "parameter_bounds": np.stack(
-            [ds["parameter_lower"].values, ds["parameter_upper"].values], -1
-        ).tolist(),
-        "sensor_coordinates": np.stack([x[ix], y[iy]], axis=-1).tolist(),
-        "sensor_grid_indices": sensors.tolist(),
-        "sensor_channels": channels,
-        "observation_layout": "channel-major: all sensors of channels[0], then channels[1], ...",
-        "domain": {"x": [float(x.min()), float(x.max())], "y": [float(y.min()), float(y.max())]},
-        "grid": {"x": x.tolist(), "y": y.tolist()},
-        "time_per_step_s": float(times[1] - times[0]) if len(times) > 1 else 0.0,
+        "parameter_bounds": np.stack([lower, upper], -1).tolist(),
+        "sensor_coordinates": sensors.coordinates.tolist(),
+        "sensor_grid_indices": sensors.nearest.tolist(),
+        "sensor_channels": [channels[i] for i in sensors.channels],
+        "observation_layout": "channel-major: all sensors of one channel, then the next",
+        "domain": {"x": domain_of(ds, "x"), "y": domain_of(ds, "y")},
+        **grid,
+        "time_per_step_s": seconds_per_frame(times, str(ds["time"].attrs.get("units", "s"))),
+        "time_units": str(ds["time"].attrs.get("units", "")),
         "n_frames": len(times),
         "space_units": str(ds["x"].attrs.get("units", "")),
     }
 
 
-def normalisation_payload(norm: Normalisation, n_sensors: int) -> dict[str, list[float]]:
+def domain_of(ds: xr.Dataset, name: str) -> list[float]:
+    """The bounds of axis ``name``: its declared ``domain`` attribute (e.g. the faces of a periodic
+    unit square, [0, 1]), else the range of the positions."""
+    if "domain" in ds[name].attrs:
+        return [float(v) for v in np.asarray(ds[name].attrs["domain"], dtype=np.float64).ravel()]
+    values = np.asarray(ds[name].values, dtype=np.float64)
+    return [float(values.min()), float(values.max())]
+
+
+def normalisation_payload(norm: Normalisation, sensors: Sensors) -> dict[str, list[float]]:
+    """The normalisation, with the mean and std of each observed value (channel-major)."""
     payload = norm.to_dict()
-    payload["obs_mean"] = np.repeat(norm.state_mean, n_sensors).tolist()
-    payload["obs_std"] = np.repeat(norm.state_std, n_sensors).tolist()
+    payload["obs_mean"] = np.repeat(norm.state_mean[sensors.channels], sensors.n_sensors).tolist()
+    payload["obs_std"] = np.repeat(norm.state_std[sensors.channels], sensors.n_sensors).tolist()
     return payload
 
 
@@ -154,6 +186,9 @@ def prepare_training(
     config = load_run_config(config_path)
     device = distributed.init_from_environment(device)
     ds = open_training_dataset(data_path, config)
+    note = parameter_bounds(ds)[2]
+    if note is not None and distributed.is_main():
+        print(f"note: {note}")
     out_dir = run_dir / kind
     _refuse_clobber(out_dir, resume, overwrite)
     norm = norm or normalisation_from_dataset(ds)
@@ -166,6 +201,7 @@ def prepare_training(
 
 
 def _ldnet_step_fits(inputs: TrainingInputs) -> None:
+    config_sensors(inputs.ds, inputs.config.encoder)  # the manifest's sensors fit the grid
     _, shortfall = ldnet_step_shortfall(
         inputs.config.ldnet, inputs.train, inputs.val, inputs.norm, inputs.device
     )
@@ -173,13 +209,13 @@ def _ldnet_step_fits(inputs: TrainingInputs) -> None:
         raise PipelineError(f"{shortfall} (nothing was written)")
 
 
-def run_extra(inputs: TrainingInputs, data_path: Path, sensors_per_side: int) -> dict[str, Any]:
+def run_extra(inputs: TrainingInputs, data_path: Path, sensors: Sensors) -> dict[str, Any]:
     """The checkpoint payload export needs: problem, normalisation, manifest metadata, dataset."""
     ds = inputs.ds
     return {
         "problem": inputs.config.problem,
-        "normalisation": normalisation_payload(inputs.norm, sensors_per_side**2),
-        "metadata": dataset_metadata(ds, sensors_per_side),
+        "normalisation": normalisation_payload(inputs.norm, sensors),
+        "metadata": dataset_metadata(ds, sensors),
         "dataset": {"path": str(data_path.resolve()), "attrs": {k: str(v) for k, v in ds.attrs.items()}},
     }
 
@@ -198,7 +234,8 @@ def run_train_ldnet(
         preflight=_ldnet_step_fits,
     )
     config = inputs.config
-    extra = {**run_extra(inputs, data_path, config.encoder.sensors_per_side), "config_file": str(config_path)}
+    sensors = config_sensors(inputs.ds, config.encoder)
+    extra = {**run_extra(inputs, data_path, sensors), "config_file": str(config_path)}
     model = train_ldnet(
         inputs.train, inputs.val, inputs.norm, config.ldnet, inputs.out_dir, extra, resume=resume
     )
@@ -228,8 +265,16 @@ def run_train_vae(
     inputs = prepare_training(
         "vae", config_path, data_path, run_dir, resume=resume, overwrite=overwrite, device=device
     )
-    vae_config, grid_n = inputs.config.vae, inputs.ds.sizes["x"]
-    extra = run_extra(inputs, data_path, vae_config.sensors_per_side)
+    vae_config, shape = inputs.config.vae, grid_shape(inputs.ds)
+    if shape is None or shape[0] != shape[1]:
+        found = "on scattered points" if shape is None else f"{shape[0]} (y) x {shape[1]} (x)"
+        raise PipelineError(
+            f"the coupled VAE (a convolutional baseline) needs a square grid; {data_path} is {found}. "
+            "The LD-EnSF networks (train ldnet, train encoder) take any grid or points"
+        )
+    grid_n = shape[0]
+    vae_sensors = config_sensors(inputs.ds, EncoderTrainConfig(sensors_per_side=vae_config.sensors_per_side))
+    extra = run_extra(inputs, data_path, vae_sensors)
     model = train_vae(inputs.train, inputs.val, grid_n, vae_config, inputs.out_dir, extra, resume=resume)
     if not distributed.is_main():
         return {}
@@ -258,6 +303,18 @@ def run_train_encoder(
 ) -> dict[str, float]:
     load_run_config(config_path)  # a bad config is reported before a missing LDNet
     ldnet, ldnet_payload = load_ldnet(run_dir)
+    stored = {key: ldnet_payload["metadata"][key] for key in ("sensor_coordinates", "sensor_channels")}
+
+    def same_sensors(inputs: TrainingInputs) -> None:
+        metadata = dataset_metadata(inputs.ds, config_sensors(inputs.ds, inputs.config.encoder))
+        if any(metadata[key] != value for key, value in stored.items()):
+            raise PipelineError(
+                "the [encoder] sensor layout of the config differs from the one the LDNet run was "
+                f"trained with ({len(stored['sensor_coordinates'])} sensors observing "
+                f"{', '.join(stored['sensor_channels'])}, stored in its checkpoint): use the config "
+                "the LDNet was trained with, or train the LDNet again with --overwrite (nothing was written)"
+            )
+
     inputs = prepare_training(
         "encoder",
         config_path,
@@ -267,32 +324,35 @@ def run_train_encoder(
         overwrite=overwrite,
         device=device,
         norm=Normalisation.from_dict(ldnet_payload["normalisation"]),
+        preflight=same_sensors,
     )
     extra = {k: ldnet_payload[k] for k in ("problem", "normalisation", "metadata", "dataset")}
-    encoder_config, grid_n = inputs.config.encoder, inputs.ds.sizes["x"]
+    encoder_config = inputs.config.encoder
+    sensors = config_sensors(inputs.ds, encoder_config)
     encoder = train_encoder(
         ldnet.to(inputs.device),
         inputs.train,
         inputs.val,
-        grid_n,
+        grid_shape(inputs.ds),
         encoder_config,
         inputs.out_dir,
         extra,
         resume=resume,
+        sensors=sensors,
     )
     if not distributed.is_main():
         return {}
-    metrics = encoder_test_metrics(encoder, ldnet, inputs.test, grid_n, encoder_config.sensors_per_side)
+    metrics = encoder_test_metrics(encoder, ldnet, inputs.test, sensors)
     _finish(inputs.out_dir, encoder.cpu(), "encoder", metrics)
     return metrics
 
 
 def encoder_test_metrics(
-    encoder: ObservationEncoder, ldnet: LDNet, split: FieldSplit, grid_n: int, sensors_per_side: int
+    encoder: ObservationEncoder, ldnet: LDNet, split: FieldSplit, sensors: Sensors
 ) -> dict[str, float]:
     encoder.eval()
     with torch.no_grad():
-        y = sensor_sequences(split, sensor_indices(grid_n, sensors_per_side))
+        y = sensors.read(split)
         s_hat, u_hat = encoder(y)
         truth = encoder_targets(ldnet, split)
         d_s = ldnet.config.latent_dim
@@ -320,7 +380,7 @@ def run_calibrate(run_dir: Path, data_path: Path | None, levels: tuple[float, ..
         raise PipelineError(f"{err}; pass --data PATH to the dataset the run was trained on") from None
     norm = Normalisation.from_dict(payload["normalisation"])
     val = load_split(ds, "val", norm)
-    y = sensor_sequences(val, np.asarray(enc_payload["sensor_indices"]))
+    y = Sensors.from_payload(enc_payload, len(norm.state_mean)).read(val)
     truth = calibration_inputs(ldnet, y, val.params)
     obs_mean = torch.tensor(payload["normalisation"]["obs_mean"], dtype=torch.float32)
     obs_std = torch.tensor(payload["normalisation"]["obs_std"], dtype=torch.float32)

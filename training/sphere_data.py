@@ -21,6 +21,7 @@ import torch
 import xarray as xr
 
 from sim.dataset import DatasetError, compute_statistics, open_dataset
+from training.data import seconds_per_frame
 
 SPLITS = ("train", "val", "test")
 
@@ -81,11 +82,7 @@ class SphereData:
 
     @property
     def time_per_step_s(self) -> float:
-        if len(self.times) < 2:
-            return 0.0
-        step = float(self.times[1] - self.times[0])
-        factor = {"h": 3600.0, "hours": 3600.0, "hour": 3600.0, "s": 1.0, "min": 60.0, "d": 86400.0}
-        return step * factor.get(self.time_units, 1.0)
+        return seconds_per_frame(np.asarray(self.times, dtype=np.float64), self.time_units)
 
     def grid_images(self, split: str) -> torch.Tensor:
         """The split's frames as images [n, T, C, nlat, nlon] (a view, for the conv autoencoder)."""

@@ -311,24 +311,41 @@ def validate(
             typer.echo(f"- {problem}")
         _fail(f"{path} has {len(problems)} problem(s) to fix")
     typer.echo(f"OK {path}: {dataset.describe(ds)}")
+    if "point" in ds["state"].dims and not all(
+        name in ds.coords and ds[name].dims == ("point",) for name in ("x", "y")
+    ):
+        typer.echo(
+            "note: these points have no 2-D positions: they serve the filters' experiments, but "
+            "`ldensf train ldnet` needs x(point) and y(point) to train LD-EnSF"
+        )
 
 
 @app.command()
 def stats(
-    path: Annotated[Path, typer.Argument(help="A zarr dataset whose trajectories are all written.")],
+    path: Annotated[
+        Path, typer.Argument(help="A dataset (zarr folder, format 2 or 3, or .nc file), all written.")
+    ],
 ) -> None:
-    """(Re)compute the normalisation statistics of a zarr dataset from its training split."""
-    from sim import dataset
+    """(Re)compute the normalisation statistics of a dataset from its training split and store them in
+    it: a zarr store is updated in its own format; a NetCDF file is rewritten with them added."""
+    from sim import dataset, store
 
-    if path.suffix == ".nc":
-        _fail("stats writes into zarr stores only; convert with xr.open_dataset(PATH).to_zarr(NEW.zarr)")
     try:
-        statistics = dataset.compute_statistics(dataset.open_dataset(path))
+        with dataset.open_dataset(path) as ds:
+            statistics = dataset.compute_statistics(ds)
         dataset.write_statistics(path, statistics)
+        where = (
+            "rewrote the NetCDF file with them added"
+            if store.is_netcdf(path)
+            else f"stored in the zarr format {store.zarr_format(path)} store"
+        )
     except dataset.DatasetError as error:
         _fail(str(error))
+    except OSError as error:
+        _fail(f"could not write the statistics into {path} ({error}); fix that and run the command again")
     for name in statistics.data_vars:
         typer.echo(f"{name}: {statistics[name].values}")
+    typer.echo(f"{where}: {path}")
 
 
 @app.command()

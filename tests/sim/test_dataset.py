@@ -282,3 +282,43 @@ def test_validate_accepts_a_users_point_dataset() -> None:
     ds = ds.merge(dataset.compute_statistics(ds))
     assert validate_dataset(ds) == []
     assert "no coordinates for the points" in only_problem(ds.drop_vars("x"))
+
+
+def test_validate_checks_the_optional_prior_bounds(sw_dataset: xr.Dataset) -> None:
+    assert validate_dataset(sw_dataset.drop_vars(["parameter_lower", "parameter_upper"])) == []
+    message = only_problem(sw_dataset.drop_vars("parameter_upper"))
+    assert "parameter_lower is stored without parameter_upper" in message and "or neither" in message
+    swapped = sw_dataset.assign(
+        parameter_lower=sw_dataset["parameter_upper"], parameter_upper=sw_dataset["parameter_lower"]
+    )
+    assert "parameter_lower is above parameter_upper for x0, y0" in only_problem(swapped)
+    narrow = sw_dataset.assign(parameter_upper=sw_dataset["parameter_lower"] + 1.0)
+    message = only_problem(narrow)
+    assert "parameter lies outside [parameter_lower, parameter_upper]" in message and "widen" in message
+
+
+def test_validate_rejects_unequally_spaced_frames(sw_dataset: xr.Dataset) -> None:
+    times = sw_dataset["time"].values.astype(float).copy()
+    times[-1] += 0.5 * (times[1] - times[0])
+    ds = sw_dataset.assign_coords(time=("time", times, {"units": "s"}))
+    message = only_problem(ds)
+    assert "frames are not equally spaced in time" in message and "constant interval" in message
+
+
+def test_validate_explains_a_time_coordinate_of_dates(sw_dataset: xr.Dataset) -> None:
+    dates = np.datetime64("2026-01-01") + (sw_dataset["time"].values * 1e9).astype("timedelta64[ns]")
+    message = only_problem(sw_dataset.assign_coords(time=("time", dates, {"units": "s"})))
+    assert "coordinate `time` holds dates or durations" in message and "np.timedelta64(1, 's')" in message
+
+
+def test_validate_checks_a_declared_domain(sw_dataset: xr.Dataset) -> None:
+    x = sw_dataset["x"].values
+    ds = sw_dataset.copy(deep=True)
+    ds["x"].attrs["domain"] = [float(x.min()) - 1.0, float(x.max()) + 1.0]
+    assert validate_dataset(ds) == []
+    ds["x"].attrs["domain"] = [float(x.min()) + 1.0, float(x.max())]
+    assert "outside its declared domain" in only_problem(ds) and "widen" in only_problem(ds)
+    ds["x"].attrs["domain"] = [2.0, 1.0]
+    assert "which is empty" in only_problem(ds)
+    ds["x"].attrs["domain"] = "everywhere"
+    assert "set ds['x'].attrs['domain'] = [lower, upper]" in only_problem(ds)

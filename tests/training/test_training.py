@@ -154,8 +154,24 @@ def test_sensor_indices_match_the_paper_layout() -> None:
     idx = sensor_indices(150, 10)
     assert idx.size == 100
     assert sorted({int(i) % 150 for i in idx}) == [7 + 15 * k for k in range(10)]
-    with pytest.raises(ValueError, match="sensors per side"):
+    with pytest.raises(ValueError, match="10 sensors along y on a grid of 5 points"):
         sensor_indices(5, 10)
+
+
+def test_a_k_by_l_sensor_grid_on_a_rectangular_grid() -> None:
+    """3 rows x 4 columns of sensors on a 6 (y) x 8 (x) grid: rows 1, 3, 5 and columns 1, 3, 5, 7."""
+    idx = sensor_indices((6, 8), (3, 4))
+    iy, ix = np.divmod(idx, 8)
+    assert sorted(set(iy.tolist())) == [1, 3, 5] and sorted(set(ix.tolist())) == [1, 3, 5, 7]
+    assert idx.size == 12 and len(set(idx.tolist())) == 12
+    assert (sensor_indices((150, 150), (10, 10)) == sensor_indices(150, 10)).all()
+    with pytest.raises(ValueError, match="5 sensors along x on a grid of 4 points"):
+        sensor_indices((8, 4), (2, 5))
+    config = from_dict(EncoderTrainConfig, {"sensor_grid": [3, 4]})
+    assert config.sensor_layout == (3, 4)
+    assert from_dict(EncoderTrainConfig, {"sensors_per_side": 5}).sensor_layout == (5, 5)
+    with pytest.raises(ConfigError, match="sensor_grid must be"):
+        from_dict(EncoderTrainConfig, {"sensor_grid": [3]})
 
 
 def test_config_rejects_unknown_keys_and_wrong_types(tmp_path: Path) -> None:
