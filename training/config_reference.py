@@ -70,6 +70,9 @@ MEANINGS: dict[str, dict[str, str]] = {
         "dt": "forward-Euler step of the latent dynamics, in network time (not physical time): one step "
         "per stored frame. See *Choosing dt* below",
         "activation": "activation of both MLPs: `relu`, `tanh`, `gelu` or `silu`",
+        "shift_frames": "moving frames K: R also reads the Fourier features of xi - c_k(s) for K shifts "
+        "predicted linearly from the latent (0: the paper's network; 1 trained slower on shallow "
+        "water, see *What mattered*)",
     },
     "OptimConfig": _OPTIM,
     "EncoderTrainConfig": {
