@@ -203,7 +203,7 @@ def test_every_shipped_config_loads_strictly(path: Path) -> None:
     assert config.problem == PREFIX_PROBLEM[path.stem.split("_")[0]]
 
 
-@pytest.mark.parametrize(("bundle", "config"), [("sw", "sw_cpu.toml"), ("kf", "kf_cpu_long.toml")])
+@pytest.mark.parametrize(("bundle", "config"), [("sw", "sw_cpu_400.toml"), ("kf", "kf_cpu_long.toml")])
 def test_shipped_bundles_carry_the_networks_of_their_documented_config(bundle: str, config: str) -> None:
     import json
 
