@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ldensf.bench.onnx import time_session
 from models.bundle import load_bundle
-
-
-def _median_ms(session: Any, feeds: dict[str, np.ndarray], repeats: int) -> float:
-    session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def bundle_figures(path: Path, device: str, rows: list[int], points: int, repeats: int) -> dict[str, Any]:
@@ -39,13 +28,15 @@ def bundle_figures(path: Path, device: str, rows: list[int], points: int, repeat
     for n in rows:
         s = rng.standard_normal((n, m.d_s)).astype(np.float32)
         u = rng.uniform(-1, 1, (n, m.d_u)).astype(np.float32)
-        out["dynamics_ms"][str(n)] = _median_ms(bundle.dynamics, {"s": s, "u": u}, repeats)
+        out["dynamics_ms"][str(n)] = time_session(bundle.dynamics, {"s": s, "u": u}, repeats)[0]
         lstm = np.zeros((g.encoder_layers, n, g.encoder_hidden), np.float32)
         y = rng.standard_normal((n, m.d_y)).astype(np.float32)
-        out["encoder_ms"][str(n)] = _median_ms(bundle.encoder, {"y": y, "h": lstm, "c": lstm}, repeats)
+        out["encoder_ms"][str(n)] = time_session(bundle.encoder, {"y": y, "h": lstm, "c": lstm}, repeats)[0]
     s = rng.standard_normal((1, m.d_s)).astype(np.float32)
     xi = rng.uniform(-1, 1, (points, g.d_xi)).astype(np.float32)
-    out["reconstruction_ms"] = {str(points): _median_ms(bundle.reconstruction, {"s": s, "xi": xi}, repeats)}
+    out["reconstruction_ms"] = {
+        str(points): time_session(bundle.reconstruction, {"s": s, "xi": xi}, repeats)[0]
+    }
     return out
 
 

@@ -56,7 +56,8 @@ def _export_paper_sizes(problem: str, out_dir: Path) -> None:
     )
 
 
-def _time(session: Any, feeds: dict[str, Any], repeats: int) -> tuple[float, float]:
+def time_session(session: Any, feeds: dict[str, Any], repeats: int) -> tuple[float, float]:
+    """Median and 90th-percentile milliseconds of ``session.run`` on ``feeds``, after a warm-up."""
     import numpy as np
 
     for _ in range(min(max(repeats // 10, 1), 20)):
@@ -129,15 +130,20 @@ def bench_onnx_command(
         points = grid * grid
         repeats = 50 if quick else 500
         rows = [
-            (f"dynamics, N = {ensemble}", _time(dynamics, feeds(dynamics, {"N": ensemble}), repeats * 4)),
-            ("encoder step, 1 session", _time(encoder, feeds(encoder, {"B": 1}), repeats * 4)),
+            (
+                f"dynamics, N = {ensemble}",
+                time_session(dynamics, feeds(dynamics, {"N": ensemble}), repeats * 4),
+            ),
+            ("encoder step, 1 session", time_session(encoder, feeds(encoder, {"B": 1}), repeats * 4)),
             (
                 f"reconstruction, 1 latent x {points} points",
-                _time(reconstruction, feeds(reconstruction, {"M": 1, "P": points}), 10 if quick else 30),
+                time_session(
+                    reconstruction, feeds(reconstruction, {"M": 1, "P": points}), 10 if quick else 30
+                ),
             ),
             (
                 f"reconstruction, {field_members} latents x {points} points",
-                _time(
+                time_session(
                     reconstruction,
                     feeds(reconstruction, {"M": field_members, "P": points}),
                     2 if quick else 5,
@@ -181,18 +187,18 @@ def _bench_lainr(bundle: Path, ensemble: int, members: int, threads: int, quick:
     grid = np.array([[a, b] for a in m.grid.lat for b in m.grid.lon], dtype=np.float32)
     repeats = 50 if quick else 300
     rows = [
-        (f"dynamics, N = {ensemble}", _time(loaded.dynamics, {"z": codes(ensemble)}, repeats * 4)),
+        (f"dynamics, N = {ensemble}", time_session(loaded.dynamics, {"z": codes(ensemble)}, repeats * 4)),
         (
             f"decoder, {members} latents x 1024 points",
-            _time(loaded.decoder, {"z": codes(members), "points": points(1024)}, repeats),
+            time_session(loaded.decoder, {"z": codes(members), "points": points(1024)}, repeats),
         ),
         (
             f"decoder, 1 latent x {len(grid)} grid points",
-            _time(loaded.decoder, {"z": codes(1), "points": grid}, repeats // 5),
+            time_session(loaded.decoder, {"z": codes(1), "points": grid}, repeats // 5),
         ),
         (
             f"decoder, {members} latents x {len(grid)} grid points",
-            _time(loaded.decoder, {"z": codes(members), "points": grid}, max(repeats // 30, 2)),
+            time_session(loaded.decoder, {"z": codes(members), "points": grid}, max(repeats // 30, 2)),
         ),
     ]
     table = Table(

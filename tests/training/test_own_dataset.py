@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,6 +37,19 @@ def own_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert code == 0, out
     assert "note: the dataset has no parameter_lower/parameter_upper" in out
     return {"root": root, "data": data, "config": config, "run": run}
+
+
+def train_export_and_check(config: Path, data: Path, run: Path, bundle: Path) -> dict[str, Any]:
+    """Train the LDNet and the encoder, calibrate, export and check; the bundle's manifest."""
+    for net in ("ldnet", "encoder"):
+        code, out = invoke("train", net, "--config", config, "--data", data, "--out", run, "--device", "cpu")
+        assert code == 0, out
+    assert invoke("calibrate", run, "--repeats", "1")[0] == 0
+    code, out = invoke("export", run, "--out", bundle)
+    assert code == 0, out
+    code, out = invoke("bundle", "check", bundle)
+    assert code == 0 and "OK" in out, out
+    return dict(json.loads((bundle / "manifest.json").read_text()))
 
 
 def test_a_rectangular_dataset_trains_exports_and_checks(own_run: dict[str, Path]) -> None:
@@ -107,16 +121,8 @@ def test_point_data_trains_exports_and_checks(tmp_path: Path) -> None:
     code, out = invoke("data", "validate", data)
     assert code == 0 and "points" in out and "note:" not in out, out
     config.write_text(OWN_CONFIG)
-    for net in ("ldnet", "encoder"):
-        code, out = invoke("train", net, "--config", config, "--data", data, "--out", run, "--device", "cpu")
-        assert code == 0, out
-    assert invoke("calibrate", run, "--repeats", "1")[0] == 0
     bundle = tmp_path / "bundle"
-    code, out = invoke("export", run, "--out", bundle)
-    assert code == 0, out
-    code, out = invoke("bundle", "check", bundle)
-    assert code == 0 and "OK" in out, out
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = train_export_and_check(config, data, run, bundle)
     assert manifest["d_y"] == 2 * 6 and manifest.get("grid") is None
     score_dir = tmp_path / "score"
     code, out = invoke("bundle", "score", bundle, "--data", data, "--out", score_dir)
@@ -154,16 +160,8 @@ def test_sensors_between_grid_points_observing_one_channel(own_run: dict[str, Pa
         )
     )
     data, run = own_run["data"], tmp_path / "run"
-    for net in ("ldnet", "encoder"):
-        code, out = invoke("train", net, "--config", config, "--data", data, "--out", run, "--device", "cpu")
-        assert code == 0, out
-    assert invoke("calibrate", run, "--repeats", "1")[0] == 0
     bundle = tmp_path / "bundle"
-    code, out = invoke("export", run, "--out", bundle)
-    assert code == 0, out
-    code, out = invoke("bundle", "check", bundle)
-    assert code == 0 and "OK" in out, out
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = train_export_and_check(config, data, run, bundle)
     assert manifest["sensor_coordinates"] == positions and manifest["sensor_channels"] == ["b"]
     assert manifest["d_y"] == 3
     assert manifest["normalisation"]["obs_mean"] == pytest.approx(
